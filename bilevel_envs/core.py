@@ -1,0 +1,249 @@
+"""Base classes shared by every configurable MDP of the suite.
+
+A *configurable MDP* (paper §2) is an MDP ``M_θ`` whose rewards and/or dynamics depend on a
+leader parameter ``θ``. The follower acts in it; the leader chooses ``θ``. Each problem is one
+subclass of :class:`ConfigurableEnv` that implements a *batched* simulator
+(:meth:`ConfigurableEnv.transition`) used both by :meth:`step` and by the vectorised rollouts of
+:class:`bilevel_envs.wrappers.BestResponse`, so the single-env simulator and the batch sampler
+can never disagree.
+
+The θ-dependent terms (follower reward, leader reward, log transition density) are also given
+as torch functions, so leaders obtain ∇θ by autograd and a new problem needs no gradient code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["Batch", "ConfigurableEnv", "TabularConfigurableEnv", "TabularModel", "check_beta"]
+
+
+def check_beta(beta: float) -> float:
+    """Validate the follower's entropy temperature β (> 0, finite)."""
+    beta = float(beta)
+    if not np.isfinite(beta) or beta <= 0.0:
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    return beta
+
+
+@dataclass(frozen=True)
+class TabularModel:
+    """Exact model of a tabular configurable MDP at one θ.
+
+    Attributes:
+        transitions: sparse ``(S*B, S)`` matrix; row ``s*B + b`` is ``p(·|s, b)``.
+        r_follower: ``(S, B)`` follower reward ``r_F^θ(s, b)``.
+        r_leader: ``(S, B)`` leader reward ``r_L^θ(s, b)``.
+        mu0: ``(S,)`` initial state distribution.
+        terminal: ``(S,)`` bool; acting in a terminal state pays its reward and ends the episode
+            (zero continuation value).
+    """
+
+    transitions: sp.csr_array
+    r_follower: np.ndarray
+    r_leader: np.ndarray
+    mu0: np.ndarray
+    terminal: np.ndarray
+
+    @property
+    def n_states(self) -> int:
+        return self.r_follower.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.r_follower.shape[1]
+
+    @property
+    def P(self) -> np.ndarray:
+        """Dense ``(S, B, S)`` transition tensor (only sensible for small problems)."""
+        S, B = self.r_follower.shape
+        return self.transitions.toarray().reshape(S, B, S)
+
+    def continuation(self) -> sp.csr_array:
+        """``(S*B, S)`` transition matrix with terminal rows zeroed (no continuation value)."""
+        keep = np.repeat(~self.terminal, self.n_actions).astype(float)
+        return sp.csr_array(sp.diags_array(keep) @ self.transitions)
+
+
+class Batch(NamedTuple):
+    """Transitions from ``n_envs`` episodes streams stepped together, stored env-major.
+
+    Entries ``k`` and ``k+1`` belong to the same episode unless ``episode_end[k]``. All arrays
+    have leading dimension ``N = n_envs * steps_per_env``.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    r_follower: np.ndarray
+    r_leader: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray  # reached a terminal state (true episode end)
+    truncated: np.ndarray  # hit the time limit
+    batch_end: np.ndarray  # cut by the end of the batch (episode unfinished)
+    time: np.ndarray  # within-episode time step t (0-based)
+    env_id: np.ndarray
+
+    @property
+    def episode_end(self) -> np.ndarray:
+        """True where the next entry starts a new episode (or the stream stops)."""
+        return self.terminated | self.truncated | self.batch_end
+
+    @property
+    def n_finished_episodes(self) -> int:
+        """Episodes that ended by termination or time limit (the paper's normaliser)."""
+        return int(np.count_nonzero(self.terminated | self.truncated))
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.time.shape[0])
+
+
+class ConfigurableEnv(gym.Env):
+    """A follower-facing Gymnasium env whose reward/dynamics depend on a leader parameter θ.
+
+    Subclasses set ``observation_space``, ``action_space``, ``config_space`` and implement
+    :meth:`sample_initial_states`, :meth:`transition`, :meth:`state_to_obs`, the torch terms and
+    :meth:`make_follower`.
+
+    ``info["leader_reward"]`` carries ``r_L`` at each step; ``r_F`` is the Gymnasium reward.
+    """
+
+    config_space: gym.spaces.Box
+    gamma_follower: float
+    gamma_leader: float
+    max_episode_steps: int
+
+    # ------------------------------------------------------------------ θ plumbing
+    def validate_config(self, theta: Any) -> np.ndarray:
+        """Return θ as a float64 array, or raise ``ValueError`` naming the problem."""
+        arr = np.asarray(theta, dtype=np.float64)
+        shape = self.config_space.shape
+        if arr.shape != shape:
+            raise ValueError(f"config (theta) must have shape {shape}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("config (theta) contains NaN or inf")
+        lo, hi = self.config_space.low, self.config_space.high
+        if np.any(arr < lo) or np.any(arr > hi):
+            bad = int(np.argmax((arr < lo) | (arr > hi)))
+            raise ValueError(
+                f"config (theta) outside config_space: theta[{bad}]={arr[bad]!r} not in "
+                f"[{lo[bad]}, {hi[bad]}]"
+            )
+        return arr.copy()
+
+    def set_config(self, theta: Any) -> None:
+        """Set the leader parameter θ (validated) for all following steps and models."""
+        self._config = self.validate_config(theta)
+        self._on_config_change()
+
+    @property
+    def config(self) -> np.ndarray:
+        """A copy of the current θ."""
+        return self._config.copy()
+
+    def _on_config_change(self) -> None:
+        """Hook: recompute θ-dependent tables."""
+
+    def default_config(self) -> np.ndarray:
+        """θ used when none is given (zeros unless a problem says otherwise)."""
+        return np.zeros(self.config_space.shape)
+
+    # ------------------------------------------------------------------ simulator
+    def sample_initial_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` start states (internal representation)."""
+        raise NotImplementedError
+
+    def transition(
+        self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Batched dynamics at the current θ.
+
+        Returns ``(next_states, r_follower, r_leader, terminated)``; rewards are those of the
+        state where the action is taken.
+        """
+        raise NotImplementedError
+
+    def state_to_obs(self, state: Any) -> Any:
+        """Observation for one internal state."""
+        return state
+
+    def validate_action(self, action: Any) -> Any:
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in the action space {self.action_space}")
+        return action
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if "config" in options:
+            self.set_config(options.pop("config"))
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; allowed: ['config']")
+        self._state = self.sample_initial_states(1, self.np_random)[0]
+        return self.state_to_obs(self._state), {}
+
+    def step(self, action: Any):
+        if not hasattr(self, "_state"):
+            raise RuntimeError("call reset() before step()")
+        action = self.validate_action(action)
+        nxt, r_f, r_l, term = self.transition(
+            np.asarray([self._state]), np.asarray([action]), self.np_random
+        )
+        if not (np.isfinite(r_f[0]) and np.isfinite(r_l[0])):
+            raise ValueError(f"non-finite reward (follower {r_f[0]}, leader {r_l[0]})")
+        self._state = nxt[0]
+        info = {"leader_reward": float(r_l[0])}
+        return self.state_to_obs(self._state), float(r_f[0]), bool(term[0]), False, info
+
+    # ------------------------------------------------------------------ differentiable terms
+    def follower_reward_torch(self, theta, states, actions):
+        """``r_F^θ(s, b)`` as a differentiable torch function of ``theta`` (shape ``(N,)``)."""
+        raise NotImplementedError
+
+    def leader_reward_torch(self, theta, states, actions):
+        """``r_L^θ(s, b)`` as a differentiable torch function of ``theta`` (shape ``(N,)``)."""
+        raise NotImplementedError
+
+    def log_transition_torch(self, theta, states, actions, next_states):
+        """``log p^θ(s'|s, b)``; ``None`` when the dynamics do not depend on θ."""
+        return None
+
+    # ------------------------------------------------------------------ follower
+    def make_follower(self, beta: float, **kwargs: Any):
+        """The exact soft best-response solver for this problem."""
+        raise NotImplementedError
+
+
+class TabularConfigurableEnv(ConfigurableEnv):
+    """A configurable MDP with finite states and actions and an exact :class:`TabularModel`.
+
+    Subclasses implement :meth:`tabular_rewards_torch` (``(S, B)`` reward tables as torch
+    functions of θ) and :meth:`tabular_model`; per-sample torch terms come from indexing them.
+    """
+
+    n_states: int
+    n_actions: int
+
+    def tabular_model(self, theta: Any = None) -> TabularModel:
+        """The exact model at ``theta`` (the current config if ``None``)."""
+        raise NotImplementedError
+
+    def tabular_rewards_torch(self, theta):
+        """``(r_F, r_L)`` tables of shape ``(S, B)`` as torch functions of ``theta``."""
+        raise NotImplementedError
+
+    def follower_reward_torch(self, theta, states, actions):
+        return self.tabular_rewards_torch(theta)[0][states, actions]
+
+    def leader_reward_torch(self, theta, states, actions):
+        return self.tabular_rewards_torch(theta)[1][states, actions]
+
+    def make_follower(self, beta: float, **kwargs: Any):
+        from bilevel_envs.followers.soft_value_iteration import TabularSoftFollower
+
+        return TabularSoftFollower(beta=beta, **kwargs)

@@ -1,0 +1,5 @@
+"""Configurable MDPs, one problem per module."""
+
+from bilevel_envs.envs.four_rooms import FourRoomsEnv
+
+__all__ = ["FourRoomsEnv"]

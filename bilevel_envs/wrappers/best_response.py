@@ -1,0 +1,185 @@
+"""The follower's soft best response to the leader's current θ, as a Gymnasium wrapper.
+
+``BestResponse(env, beta)`` solves the follower of a configurable MDP exactly (soft value
+iteration for tabular problems, MaxEnt LQR for linear-Gaussian ones), re-solves (warm-started)
+whenever θ changes, exposes ``policy``, ``soft_q`` and ``soft_v``, samples the follower's action
+and rolls out batches of many episodes stepped together in numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from bilevel_envs.core import Batch, ConfigurableEnv, check_beta
+
+__all__ = ["BestResponse"]
+
+
+class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Pairs a configurable MDP with its follower's entropy-regularised best response.
+
+    Args:
+        env: a configurable MDP (``gym.make("BiLevel/FourRooms-v0")`` or an unwrapped one).
+        beta: the follower's entropy temperature β > 0.
+        follower: a custom :class:`~bilevel_envs.followers.Follower`; by default the problem's
+            exact solver ``env.unwrapped.make_follower(beta, **follower_kwargs)``.
+        **follower_kwargs: options of the default solver (e.g. ``tol``, ``max_iterations``).
+
+    Example:
+        >>> import gymnasium as gym, bilevel_envs
+        >>> from bilevel_envs.wrappers import BestResponse
+        >>> br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005)
+        >>> br.policy.shape
+        (104, 4)
+        >>> batch = br.rollout(100, seed=0)
+        >>> len(batch)
+        100
+    """
+
+    def __new__(cls, env: Any = None, *args: Any, **kwargs: Any):
+        # A PettingZoo leader-follower game becomes a single-agent env for the leader.
+        from bilevel_envs.wrappers._dispatch import game_best_response_class
+
+        game_cls = game_best_response_class(env)
+        if game_cls is not None and cls is BestResponse:
+            return game_cls(env, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, env: gym.Env, beta: float, follower: Any = None, **follower_kwargs: Any):
+        gym.utils.RecordConstructorArgs.__init__(self, beta=beta)
+        gym.Wrapper.__init__(self, env)
+        self.beta = check_beta(beta)
+        problem = env.unwrapped
+        if not isinstance(problem, ConfigurableEnv):
+            raise ValueError(
+                f"env must be a bilevel_envs ConfigurableEnv, got {type(problem).__name__}"
+            )
+        if follower is None:
+            follower = problem.make_follower(self.beta, **follower_kwargs)
+        elif follower_kwargs:
+            raise ValueError(f"follower_kwargs {sorted(follower_kwargs)} given with a follower")
+        self.follower = follower
+        self._rng = np.random.default_rng()
+        self.follower.solve(problem)
+
+    # ------------------------------------------------------------------ θ
+    @property
+    def problem(self) -> ConfigurableEnv:
+        """The unwrapped configurable MDP."""
+        return self.env.unwrapped  # type: ignore[return-value]
+
+    @property
+    def config_space(self) -> gym.spaces.Box:
+        return self.problem.config_space
+
+    @property
+    def config(self) -> np.ndarray:
+        return self.problem.config
+
+    def set_config(self, theta: Any) -> None:
+        """Set θ and re-solve the follower (warm-started from the previous solution)."""
+        self.problem.set_config(theta)
+        self.follower.solve(self.problem)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        had_config = bool(options) and "config" in options
+        out = self.env.reset(seed=seed, options=options)
+        if had_config:
+            self.follower.solve(self.problem)
+        return out
+
+    # ------------------------------------------------------------------ follower
+    @property
+    def policy(self) -> Any:
+        """``g^{θ†}(b|s)``: ``(S, B)`` array (tabular) or a callable."""
+        return self.follower.policy
+
+    @property
+    def soft_q(self) -> Any:
+        """``Q_F^{θ†}(s, b)``: ``(S, B)`` array (tabular) or a callable on batches."""
+        return self.follower.soft_q
+
+    @property
+    def soft_v(self) -> Any:
+        """``V_F^{θ†}(s) = β log Σ_b exp(Q_F/β)``: ``(S,)`` array or a callable."""
+        return self.follower.soft_v
+
+    def follower_action(self, obs: Any, rng: np.random.Generator | None = None) -> Any:
+        """Sample ``b ~ g^{θ†}(·|obs)`` for one observation."""
+        return self.follower.sample_actions(np.asarray([obs]), rng or self._rng)[0]
+
+    # ------------------------------------------------------------------ batched rollouts
+    def rollout(
+        self,
+        n_transitions: int,
+        n_envs: int = 1,
+        *,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        initial_states: np.ndarray | None = None,
+    ) -> Batch:
+        """Roll out the follower's best response: ``n_envs`` episode streams stepped together.
+
+        Every stream starts a fresh episode, restarts after termination or the time limit, and
+        stops after ``n_transitions // n_envs`` steps (the last episode is cut: ``batch_end``).
+
+        Args:
+            n_transitions: total transitions, a positive multiple of ``n_envs``.
+            n_envs: parallel episode streams.
+            seed: seed a fresh generator (reproducible batches); else ``rng`` or the wrapper's.
+            initial_states: optional ``(n_envs,)`` start states for the first episodes
+                (e.g. uniform starts for an oracle); later episodes use the problem's ``mu0``.
+        """
+        n_transitions, n_envs = int(n_transitions), int(n_envs)
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        if n_transitions < n_envs or n_transitions % n_envs:
+            raise ValueError(
+                f"n_transitions must be a positive multiple of n_envs={n_envs}, got {n_transitions}"
+            )
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+        rng = rng if rng is not None else self._rng
+        return _rollout(self.problem, self.follower, n_transitions // n_envs, n_envs, rng,
+                        initial_states)
+
+
+def _rollout(problem, follower, steps, n_envs, rng, initial_states) -> Batch:
+    """Time-major loop, vectorised across the ``n_envs`` streams (the only loop is over time)."""
+    limit = problem.max_episode_steps
+    states = (problem.sample_initial_states(n_envs, rng) if initial_states is None
+              else np.asarray(initial_states))
+    if states.shape[0] != n_envs:
+        raise ValueError(f"initial_states must have {n_envs} rows, got {states.shape[0]}")
+    t = np.zeros(n_envs, dtype=np.int64)
+    cols: dict[str, list] = {k: [] for k in ("s", "b", "rf", "rl", "s2", "term", "trunc", "t")}
+    for _ in range(steps):
+        actions = follower.sample_actions(states, rng)
+        nxt, r_f, r_l, term = problem.transition(states, actions, rng)
+        trunc = ~term & (t + 1 >= limit)
+        for key, val in zip(cols, (states, actions, r_f, r_l, nxt, term, trunc, t)):
+            cols[key].append(val)
+        done = term | trunc
+        if done.any():
+            fresh = problem.sample_initial_states(n_envs, rng)
+            states = np.where(done.reshape((-1,) + (1,) * (nxt.ndim - 1)), fresh, nxt)
+            t = np.where(done, 0, t + 1)
+        else:
+            states, t = nxt, t + 1
+    # (steps, n_envs, ...) -> env-major (n_envs*steps, ...)
+    arr = {k: np.swapaxes(np.stack(v), 0, 1).reshape((n_envs * steps,) + np.shape(v[0])[1:])
+           for k, v in cols.items()}
+    batch_end = np.zeros((n_envs, steps), dtype=bool)
+    batch_end[:, -1] = True
+    batch_end = batch_end.reshape(-1) & ~(arr["term"] | arr["trunc"])
+    return Batch(
+        obs=arr["s"], actions=arr["b"], r_follower=arr["rf"].astype(np.float64),
+        r_leader=arr["rl"].astype(np.float64), next_obs=arr["s2"], terminated=arr["term"],
+        truncated=arr["trunc"], batch_end=batch_end, time=arr["t"],
+        env_id=np.repeat(np.arange(n_envs), steps),
+    )
