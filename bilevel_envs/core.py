@@ -180,10 +180,11 @@ class ConfigurableEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = dict(options or {})
+        unknown = sorted(set(options) - {"config"})
+        if unknown:  # reject before changing anything (θ must not change on a failed reset)
+            raise ValueError(f"unknown reset options {unknown}; allowed: ['config']")
         if "config" in options:
-            self.set_config(options.pop("config"))
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; allowed: ['config']")
+            self.set_config(options["config"])
         self._state = self.sample_initial_states(1, self.np_random)[0]
         return self.state_to_obs(self._state), {}
 
