@@ -135,6 +135,9 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
             initial_states: optional ``(n_envs,)`` start states for the first episodes
                 (e.g. uniform starts for an oracle); later episodes use the problem's ``mu0``.
         """
+        for name, val in (("n_transitions", n_transitions), ("n_envs", n_envs)):
+            if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {val!r}")
         n_transitions, n_envs = int(n_transitions), int(n_envs)
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -146,16 +149,33 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
             rng = np.random.default_rng(seed)
         rng = rng if rng is not None else self._rng
         return _rollout(self.problem, self.follower, n_transitions // n_envs, n_envs, rng,
-                        initial_states)
+                        initial_states, self.max_episode_steps)
+
+    @property
+    def max_episode_steps(self) -> int:
+        """Episode length of the rollouts: the wrapped ``TimeLimit`` (as ``gym.make`` sets it,
+        e.g. ``max_episode_steps=50``), else the problem's own ``max_episode_steps``."""
+        env = self.env
+        while isinstance(env, gym.Wrapper):
+            if isinstance(env, gym.wrappers.TimeLimit):
+                return int(env._max_episode_steps)
+            env = env.env
+        return int(self.problem.max_episode_steps)
 
 
-def _rollout(problem, follower, steps, n_envs, rng, initial_states) -> Batch:
+def _rollout(problem, follower, steps, n_envs, rng, initial_states, limit) -> Batch:
     """Time-major loop, vectorised across the ``n_envs`` streams (the only loop is over time)."""
-    limit = problem.max_episode_steps
-    states = (problem.sample_initial_states(n_envs, rng) if initial_states is None
-              else np.asarray(initial_states))
-    if states.shape[0] != n_envs:
-        raise ValueError(f"initial_states must have {n_envs} rows, got {states.shape[0]}")
+    if initial_states is None:
+        states = problem.sample_initial_states(n_envs, rng)
+    else:
+        states = np.asarray(initial_states)
+        if states.ndim < 1 or states.shape[0] != n_envs:
+            raise ValueError(f"initial_states must have {n_envs} rows, got shape {states.shape}")
+        space = problem.observation_space
+        if isinstance(space, gym.spaces.Discrete) and not (
+                np.issubdtype(states.dtype, np.integer) and states.ndim == 1
+                and np.all((states >= space.start) & (states < space.start + space.n))):
+            raise ValueError(f"initial_states must be integer states in {space}, got {states!r}")
     t = np.zeros(n_envs, dtype=np.int64)
     cols: dict[str, list] = {k: [] for k in ("s", "b", "rf", "rl", "s2", "term", "trunc", "t")}
     for _ in range(steps):
