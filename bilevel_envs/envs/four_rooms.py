@@ -237,7 +237,7 @@ class FourRoomsEnv(TabularConfigurableEnv):
         return None
 
     def _render_ansi(self) -> str:
-        shades = " .:-=+*#%@"
+        shades = " .:-=+*#%&"  # "@" is reserved for the follower
         budget = max(self.incentive_budget, 1e-12)
         grid = np.where(self.wall, "█", " ").astype("<U1")
         level = np.clip(-self.incentive / budget * len(shades), 0, len(shades) - 1).astype(int)
