@@ -152,3 +152,4 @@ def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> float:
 def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> np.ndarray:
     with _AtConfig(br, theta):
         return tabular_hypergradient(problem, problem.config, br.policy, br.beta)
+with __import__("contextlib").suppress(ImportError): import bilevel_agents.exact_building  # noqa
