@@ -20,8 +20,6 @@ import functools
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 
 from bilevel_envs.core import TabularConfigurableEnv, TabularModel
@@ -82,29 +80,20 @@ class _AtConfig:
 
 
 def leader_values(model: TabularModel, policy: np.ndarray, gamma: float):
-    """Exact ``(Q_L, V_L)`` of a fixed follower policy by one sparse linear solve.
+    """Exact ``(Q_L, V_L)`` of a fixed follower policy by one linear solve.
 
-    ``V = π·(r_L + γ P V)`` ⇔ ``(I − γ P_π) V = r_π`` with terminal rows not continuing.
+    ``V = Σ_b g (r_L + γ C V)`` ⇔ ``(I − γ P_g) V = r_g`` with terminal rows not continuing.
     """
-    S, B = policy.shape
-    cont = model.continuation()
-    pi_rows = sp.csr_array((policy.ravel(), (np.repeat(np.arange(S), B), np.arange(S * B))),
-                           shape=(S, S * B))
-    P_pi = pi_rows @ cont
     r_pi = (policy * model.r_leader).sum(axis=1)
-    v = spla.spsolve(sp.csc_array(sp.eye_array(S) - gamma * P_pi), r_pi)
-    q = model.r_leader + gamma * (cont @ v).reshape(S, B)
-    return q, v
+    v = model.solve_discounted(model.policy_transition(policy), r_pi, gamma)
+    return model.r_leader + gamma * model.continuation_values(v), v
 
 
-def _discounted_occupancy(model: TabularModel, policy: np.ndarray, gamma: float) -> np.ndarray:
-    """``d(s) = Σ_t γ^t Pr(s_t = s)`` from ``μ0`` (unnormalised), by one transposed solve."""
-    S, B = policy.shape
-    cont = model.continuation()
-    pi_rows = sp.csr_array((policy.ravel(), (np.repeat(np.arange(S), B), np.arange(S * B))),
-                           shape=(S, S * B))
-    P_pi = pi_rows @ cont
-    return spla.spsolve(sp.csc_array((sp.eye_array(S) - gamma * P_pi).T), model.mu0)
+def _cont_transpose(model: TabularModel, y: np.ndarray) -> np.ndarray:
+    """``(Cᵀ y)(s') = Σ_{s,b} C(s'|s,b) y(s,b)``."""
+    if model.cont3 is not None:
+        return np.einsum("sbt,sb->t", model.cont3, y)
+    return model.cont.T @ y.ravel()
 
 
 def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
@@ -113,26 +102,24 @@ def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
 
     Theorem 1 in occupancy form: with ``d_L`` the leader's discounted occupancy under ``g``,
     ``∇J = Σ_{s,b} d_L(s) g(b|s) [∇r_L(s,b) + B_L(s,b) ∇Q_F(s,b) / β]`` and
-    ``∇Q_F = (I − γ_F P Π_g)^{-1} ∇r_F`` (implicit differentiation of the soft Bellman fixed
-    point, eq. 6). The Jacobian is never formed: one adjoint solve gives
-    ``z = (I − γ_F P Π_g)^{-T} (d_L g B_L / β)`` and one autograd pass gives
+    ``∇Q_F = (I − γ_F C Π_g)^{-1} ∇r_F`` (implicit differentiation of the soft Bellman fixed
+    point; eq. 6). The Jacobian is never formed: the adjoint ``z = (I − γ_F C Π_g)^{-T} y``,
+    ``y = d_L g B_L / β``, costs one ``S × S`` solve, and one autograd pass gives
     ``∇θ [Σ w r_L^θ + Σ z r_F^θ]`` with ``w = d_L g``.
     """
     model = problem.tabular_model(theta)
     if type(problem).log_transition_torch is not TabularConfigurableEnv.log_transition_torch:
         raise NotImplementedError("θ-dependent tabular dynamics are not supported yet")
-    S, B = policy.shape
     gl, gf = problem.gamma_leader, problem.gamma_follower
+    P_g = model.policy_transition(policy)
     q_l, _ = leader_values(model, policy, gl)
     benefit = q_l - (policy * q_l).sum(axis=1, keepdims=True)
-    d_l = _discounted_occupancy(model, policy, gl)
-    w = d_l[:, None] * policy  # leader occupancy of (s, b)
-    # (I − γ_F C Π) on (S*B) vectors, C = continuation (S*B, S), Π = policy rows (S, S*B)
-    cont = model.continuation()
-    pi_rows = sp.csr_array((policy.ravel(), (np.repeat(np.arange(S), B), np.arange(S * B))),
-                           shape=(S, S * B))
-    M = sp.eye_array(S * B) - gf * (cont @ pi_rows)
-    z = spla.spsolve(sp.csc_array(M.T), (w * benefit / beta).ravel()).reshape(S, B)
+    d_l = model.solve_discounted(P_g, model.mu0, gl, transpose=True)  # Σ_t γ^t Pr(s_t = s)
+    w = d_l[:, None] * policy
+    # zᵀ(I − γ_F C Π_g) = yᵀ: with m = Cᵀz, z = y + γ_F g ⊙ m and (I − γ_F P_g)ᵀ m = Cᵀ y.
+    y = w * benefit / beta
+    m = model.solve_discounted(P_g, _cont_transpose(model, y), gf, transpose=True)
+    z = y + gf * policy * m[:, None]
     th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     r_f, r_l = problem.tabular_rewards_torch(th)
     surrogate = (torch.from_numpy(w) * r_l).sum() + (torch.from_numpy(z) * r_f).sum()

@@ -183,9 +183,13 @@ class FourRoomsEnv(TabularConfigurableEnv):
             self.set_config(theta)
         mu0 = np.zeros(self.n_states)
         mu0[self.start_state] = 1.0
+        cached = getattr(self, "_model_cache", None)
         model = TabularModel(transitions=self._transitions, r_follower=self._r_follower.copy(),
                              r_leader=self._r_leader.copy(), mu0=mu0,
-                             terminal=self.terminal.copy())
+                             terminal=self.terminal.copy(),
+                             cont=cached.cont if cached else None,
+                             cont3=cached.cont3 if cached else None)
+        self._model_cache = model
         if theta is not None:
             self.set_config(saved)
         return model

@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from bilevel_envs.core import TabularModel, check_beta
 
@@ -43,11 +41,11 @@ def soft_value(q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     return v, z / total
 
 
-def soft_bellman_backup(q: np.ndarray, cont: sp.csr_array, r: np.ndarray, beta: float,
+def soft_bellman_backup(q: np.ndarray, model: TabularModel, r: np.ndarray, beta: float,
                         gamma: float) -> np.ndarray:
-    """One soft backup ``r + γ C V(Q)`` with ``C`` the ``(S*B, S)`` continuation matrix."""
+    """One soft backup ``r + γ C V(Q)`` with ``C`` the model's continuation matrix."""
     v, _ = soft_value(q, beta)
-    return r + gamma * (cont @ v).reshape(q.shape)
+    return r + gamma * model.continuation_values(v)
 
 
 @dataclass(frozen=True)
@@ -95,17 +93,14 @@ def soft_value_iteration(
     r = model.r_follower
     if not np.all(np.isfinite(r)):
         raise ValueError("follower reward contains NaN or inf")
-    cont = model.continuation()
     q = np.zeros((S, B)) if q0 is None else np.array(q0, dtype=np.float64)
     if q.shape != (S, B):
         raise ValueError(f"q0 must have shape {(S, B)}, got {q.shape}")
     cap = max_iterations if max_iterations is not None else (
         10_000 if solver == "newton" else int(50 * np.log(1e3 / tol) / max(1 - gamma, 1e-6)))
-    rows = np.repeat(np.arange(S), B)
-    eye = sp.eye_array(S, format="csc")
     iterations, residual = 0, np.inf
     while iterations < cap:
-        tq = soft_bellman_backup(q, cont, r, beta, gamma)
+        tq = soft_bellman_backup(q, model, r, beta, gamma)
         residual = float(np.max(np.abs(tq - q)))
         if residual <= tol:
             break
@@ -115,17 +110,16 @@ def soft_value_iteration(
             continue
         # Newton step: exact soft evaluation of g = softmax(Q/β), entropy bonus included:
         # V = Σ_b g (r + β(−log g) + γ C V)  ⇔  (I − γ G C) V = Σ_b g (r − β log g)
-        _, g = soft_value(q, beta)
-        log_g = np.log(np.maximum(g, 1e-300))
-        G = sp.csr_array((g.ravel(), (rows, np.arange(S * B))), shape=(S, S * B))
-        rhs = (g * (r - beta * log_g)).sum(axis=1)
-        v = spla.spsolve(sp.csc_array(eye - gamma * (G @ cont)), rhs)
-        q = r + gamma * (cont @ v).reshape(S, B)
+        v_soft, g = soft_value(q, beta)
+        # −β log g = V_soft(Q) − Q exactly (no log of tiny probabilities)
+        rhs = (g * (r + v_soft[:, None] - q)).sum(axis=1)
+        v = model.solve_discounted(model.policy_transition(g), rhs, gamma)
+        q = r + gamma * model.continuation_values(v)
     else:
         if max_iterations is None:
             raise RuntimeError(f"soft value iteration did not reach tol={tol} (residual "
                                f"{residual:.3g} after {iterations} iterations)")
-        residual = float(np.max(np.abs(soft_bellman_backup(q, cont, r, beta, gamma) - q)))
+        residual = float(np.max(np.abs(soft_bellman_backup(q, model, r, beta, gamma) - q)))
     v, g = soft_value(q, beta)
     return SoftVIResult(q=q, v=v, policy=g, iterations=iterations, residual=residual)
 

@@ -1,0 +1,145 @@
+"""Leader critics ``Q_L(s, b)``: what a configurable-MDP leader needs to form the Benefit.
+
+A critic is updated once per outer iteration from the fresh batch (after the follower has been
+re-solved) and then queried for ``Q_L(s_k, b_k)`` and ``V_L(s) = E_{b~g} Q_L(s, b)``
+(Alg. 1 lines 6 and 10). The protocol is small so that new critics (an MLP TD critic for
+continuous problems, say) plug into every leader:
+
+* ``update(batch, br) -> dict`` learn from the batch;
+* ``q(states, actions) -> (N,)`` and ``v(states, br) -> (N,)``;
+* ``state_dict()`` / ``load_state_dict(d)`` for checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bilevel_envs.core import Batch
+
+__all__ = ["Critic", "ExactCritic", "MonteCarloCritic", "SarsaCritic"]
+
+
+@runtime_checkable
+class Critic(Protocol):
+    def update(self, batch: Batch, br: Any) -> dict[str, float]: ...
+
+    def q(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray: ...
+
+    def v(self, states: np.ndarray, br: Any) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _TableCritic:
+    """Shared tabular storage: ``Q`` of shape ``(S, B)``; ``V`` under the follower's policy."""
+
+    table: np.ndarray
+
+    def q(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return self.table[states, actions]
+
+    def v(self, states: np.ndarray, br: Any) -> np.ndarray:
+        return (br.policy[states] * self.table[states]).sum(axis=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"table": self.table.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.table = np.array(state["table"], dtype=np.float64)
+
+
+class SarsaCritic(_TableCritic):
+    """Tabular SARSA critic, carried across outer iterations (paper Alg. 2 / Alg. 10).
+
+    One pass over the batch in a random order: ``Q(s,b) += α (r_L + γ_L Q(s',b') − Q(s,b))``;
+    the bootstrap is dropped where the episode ends (termination, time limit or batch end).
+
+    The pass is sequential by definition (an update may read an entry changed just before),
+    so it runs as a tight scalar loop over Python floats: ~0.3 µs per transition.
+
+    Args:
+        n_states, n_actions: table shape.
+        alpha: SARSA step size α_SA in (0, 1].
+        gamma: leader discount γ_L.
+        init_std: the table starts at N(0, init_std²) (the authors use 1).
+        rng: generator for the initial table and the pass order.
+    """
+
+    def __init__(self, n_states: int, n_actions: int, *, alpha: float = 0.5, gamma: float = 0.99,
+                 init_std: float = 1.0, rng: np.random.Generator | None = None):
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha (SARSA step size) must be in (0, 1], got {alpha!r}")
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+        if not init_std >= 0.0:
+            raise ValueError(f"init_std must be >= 0, got {init_std!r}")
+        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.table = self.rng.normal(0.0, init_std, size=(n_states, n_actions))
+
+    def update(self, batch: Batch, br: Any) -> dict[str, float]:
+        n_actions = self.table.shape[1]
+        key = (batch.obs * n_actions + batch.actions).tolist()
+        nxt = key[1:] + [0]
+        boot = np.where(batch.episode_end, 0.0, self.gamma).tolist()
+        reward = batch.r_leader.tolist()
+        q = self.table.ravel().tolist()
+        a = self.alpha
+        sq_td = 0.0
+        for k in self.rng.permutation(len(key)).tolist():
+            i = key[k]
+            td = reward[k] + boot[k] * q[nxt[k]] - q[i]
+            q[i] += a * td
+            sq_td += td * td
+        self.table = np.asarray(q).reshape(self.table.shape)
+        return {"critic_td_rms": (sq_td / max(len(key), 1)) ** 0.5}
+
+
+class ExactCritic(_TableCritic):
+    """The exact ``Q_L^{θ†}`` from the tabular model (for tests and analysis, not for learning
+    from samples): with it, BC-HG's average estimate equals the exact hypergradient.
+    """
+
+    def __init__(self, gamma: float = 0.99):
+        self.gamma = float(gamma)
+        self.table = np.zeros((0, 0))
+
+    def update(self, batch: Batch, br: Any) -> dict[str, float]:
+        from bilevel_agents.exact import leader_values
+
+        self.table, _ = leader_values(br.problem.tabular_model(), br.policy, self.gamma)
+        return {}
+
+
+class MonteCarloCritic(_TableCritic):
+    """Every-visit Monte Carlo ``Q_L`` and ``V_L`` from one batch (paper Alg. 9).
+
+    ``Q̂(s, b)`` averages the discounted leader returns-to-go of the segments starting at
+    ``(s, b)``; ``V̂(s)`` those starting at ``s`` (not ``Σ_b g Q̂``: that is Alg. 9's point).
+    Nothing is carried across iterations; unvisited entries are 0.
+    """
+
+    def __init__(self, n_states: int, n_actions: int, *, gamma: float = 0.99):
+        self.gamma = float(gamma)
+        self.table = np.zeros((n_states, n_actions))
+        self.state_values = np.zeros(n_states)
+
+    def update(self, batch: Batch, br: Any) -> dict[str, float]:
+        from bilevel_agents.estimators import discounted_reverse_sum
+
+        S, B = self.table.shape
+        ret = discounted_reverse_sum(batch.r_leader, self.gamma, batch.episode_end)
+        key = batch.obs * B + batch.actions
+        n_sb = np.bincount(key, minlength=S * B)
+        self.table = (np.bincount(key, weights=ret, minlength=S * B)
+                      / np.maximum(n_sb, 1)).reshape(S, B)
+        n_s = np.bincount(batch.obs, minlength=S)
+        self.state_values = np.bincount(batch.obs, weights=ret, minlength=S) / np.maximum(n_s, 1)
+        return {}
+
+    def v(self, states: np.ndarray, br: Any) -> np.ndarray:
+        return self.state_values[states]
