@@ -8,12 +8,13 @@ and rolls out batches of many episodes stepped together in numpy.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from bilevel_envs.core import Batch, ConfigurableEnv, check_beta
+from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv, check_beta
 
 __all__ = ["BestResponse"]
 
@@ -148,8 +149,13 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if seed is not None:
             rng = np.random.default_rng(seed)
         rng = rng if rng is not None else self._rng
-        return _rollout(self.problem, self.follower, n_transitions // n_envs, n_envs, rng,
-                        initial_states, self.max_episode_steps)
+        if initial_states is not None:
+            initial_states = _check_initial_states(self.problem, initial_states, n_envs)
+        args = (n_transitions // n_envs, n_envs, rng, initial_states, self.max_episode_steps)
+        if n_envs <= _WALK_MAX_ENVS and isinstance(self.problem, TabularConfigurableEnv) \
+                and isinstance(self.follower.policy, np.ndarray):
+            return _tabular_walk(self.problem, self.follower.policy, *args)
+        return _rollout(self.problem, self.follower, *args)
 
     @property
     def max_episode_steps(self) -> int:
@@ -163,19 +169,85 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return int(self.problem.max_episode_steps)
 
 
+def _check_initial_states(problem, initial_states, n_envs) -> np.ndarray:
+    states = np.asarray(initial_states)
+    if states.ndim < 1 or states.shape[0] != n_envs:
+        raise ValueError(f"initial_states must have {n_envs} rows, got shape {states.shape}")
+    space = problem.observation_space
+    if isinstance(space, gym.spaces.Discrete) and not (
+            np.issubdtype(states.dtype, np.integer) and states.ndim == 1
+            and np.all((states >= space.start) & (states < space.start + space.n))):
+        raise ValueError(f"initial_states must be integer states in {space}, got {states!r}")
+    return states
+
+
+#: up to this many streams, tabular rollouts walk the chain with scalar code (no numpy
+#: per-step overhead); wider batches step all streams together in numpy
+_WALK_MAX_ENVS = 8
+
+
+def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) -> Batch:
+    """Sample tabular episodes from the exact joint law ``g(b|s) p(s'|s, b)``.
+
+    Per state, the outcomes ``(b, s')`` and their cumulative probabilities lie in one flat
+    array (CSR order), so a step is one bisection on Python floats (~0.5 µs, versus ~20 µs of
+    numpy call overhead per step for a one-stream numpy loop). Rewards, flags and bookkeeping
+    are then filled in vectorised. Same law as :meth:`ConfigurableEnv.transition` (tested).
+    """
+    model = problem.tabular_model()
+    S, B = policy.shape
+    P = model.transitions
+    row_of_entry = np.repeat(np.arange(S * B), np.diff(P.indptr))
+    cum = np.cumsum(P.data * policy.ravel()[row_of_entry])
+    state_lo = P.indptr[np.arange(S) * B]
+    state_hi = P.indptr[np.arange(S) * B + B]
+    base = np.concatenate(([0.0], cum))[state_lo]
+    mass = cum[state_hi - 1] - base
+    cum_l, base_l, mass_l = cum.tolist(), base.tolist(), mass.tolist()
+    lo_l, hi_l = state_lo.tolist(), (state_hi - 1).tolist()
+    action_l, next_l = (row_of_entry % B).tolist(), P.indices.tolist()
+    terminal = model.terminal.tolist()
+    n = steps * n_envs
+    u = rng.random(n).tolist()
+    # enough fresh starts for every possible episode (at most one per step, plus the first)
+    starts = problem.sample_initial_states(n + n_envs, rng).tolist()
+    if initial_states is not None:
+        starts[:n_envs] = np.asarray(initial_states).tolist()
+    s_out, b_out, s2_out, t_out = [0] * n, [0] * n, [0] * n, [0] * n
+    k, n_starts = 0, n_envs
+    for env in range(n_envs):
+        s, t = starts[env], 0
+        for _ in range(steps):
+            j = bisect_left(cum_l, base_l[s] + u[k] * mass_l[s], lo_l[s], hi_l[s])
+            s_out[k], b_out[k], s2_out[k], t_out[k] = s, action_l[j], next_l[j], t
+            k += 1
+            if terminal[s] or t + 1 >= limit:
+                s, t = starts[n_starts], 0
+                n_starts += 1
+            else:
+                s, t = next_l[j], t + 1
+    s_arr, b_arr = np.asarray(s_out), np.asarray(b_out)
+    t_arr = np.asarray(t_out)
+    term = model.terminal[s_arr]
+    s2_arr = np.where(term, s_arr, np.asarray(s2_out))
+    trunc = ~term & (t_arr + 1 >= limit)
+    return Batch(obs=s_arr, actions=b_arr, r_follower=model.r_follower[s_arr, b_arr],
+                 r_leader=model.r_leader[s_arr, b_arr], next_obs=s2_arr, terminated=term,
+                 truncated=trunc, batch_end=_batch_end(term, trunc, n_envs, steps),
+                 time=t_arr, env_id=np.repeat(np.arange(n_envs), steps))
+
+
+def _batch_end(term: np.ndarray, trunc: np.ndarray, n_envs: int, steps: int) -> np.ndarray:
+    """The last transition of each stream, unless the episode ended there anyway."""
+    last = np.zeros((n_envs, steps), dtype=bool)
+    last[:, -1] = True
+    return last.reshape(-1) & ~(term | trunc)
+
+
 def _rollout(problem, follower, steps, n_envs, rng, initial_states, limit) -> Batch:
     """Time-major loop, vectorised across the ``n_envs`` streams (the only loop is over time)."""
-    if initial_states is None:
-        states = problem.sample_initial_states(n_envs, rng)
-    else:
-        states = np.asarray(initial_states)
-        if states.ndim < 1 or states.shape[0] != n_envs:
-            raise ValueError(f"initial_states must have {n_envs} rows, got shape {states.shape}")
-        space = problem.observation_space
-        if isinstance(space, gym.spaces.Discrete) and not (
-                np.issubdtype(states.dtype, np.integer) and states.ndim == 1
-                and np.all((states >= space.start) & (states < space.start + space.n))):
-            raise ValueError(f"initial_states must be integer states in {space}, got {states!r}")
+    states = (problem.sample_initial_states(n_envs, rng) if initial_states is None
+              else initial_states)
     t = np.zeros(n_envs, dtype=np.int64)
     cols: dict[str, list] = {k: [] for k in ("s", "b", "rf", "rl", "s2", "term", "trunc", "t")}
     for _ in range(steps):
@@ -194,9 +266,7 @@ def _rollout(problem, follower, steps, n_envs, rng, initial_states, limit) -> Ba
     # (steps, n_envs, ...) -> env-major (n_envs*steps, ...)
     arr = {k: np.swapaxes(np.stack(v), 0, 1).reshape((n_envs * steps,) + np.shape(v[0])[1:])
            for k, v in cols.items()}
-    batch_end = np.zeros((n_envs, steps), dtype=bool)
-    batch_end[:, -1] = True
-    batch_end = batch_end.reshape(-1) & ~(arr["term"] | arr["trunc"])
+    batch_end = _batch_end(arr["term"], arr["trunc"], n_envs, steps)
     return Batch(
         obs=arr["s"], actions=arr["b"], r_follower=arr["rf"].astype(np.float64),
         r_leader=arr["rl"].astype(np.float64), next_obs=arr["s2"], terminated=arr["term"],
