@@ -222,31 +222,33 @@ def surrogate_gradient(problem, theta: np.ndarray, batch: Batch, coef: Coefficie
                        extra_follower_table: np.ndarray | None = None) -> np.ndarray:
     """``∇θ Σ_k [c_F r_F + c_L r_L + c_p log p]`` by one autograd pass.
 
-    Tabular problems aggregate the coefficients into ``(S, B)`` tables first (one bincount),
-    so the torch graph has the size of the reward table, not of the batch.
+    Tabular problems aggregate the coefficients into ``(S, B)`` tables first (one bincount)
+    and call the problem's vector-Jacobian product (closed form where the problem has one).
     ``extra_follower_table`` adds ``Σ_{s,b} X(s,b) r_F(s,b)`` (used by SoBiRL's expectation).
     """
-    th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     if isinstance(problem, TabularConfigurableEnv):
         S, B = problem.n_states, problem.n_actions
         key = batch.obs * B + batch.actions
-        table = np.stack([np.bincount(key, weights=c, minlength=S * B).reshape(S, B)
-                          for c in coef[:2]])
+        c_f, c_l = (np.bincount(key, weights=c, minlength=S * B).reshape(S, B)
+                    for c in coef[:2])
         if extra_follower_table is not None:
-            table[0] += extra_follower_table
-        r_f, r_l = problem.tabular_rewards_torch(th)
-        total = (torch.from_numpy(table[0]) * r_f).sum() + (torch.from_numpy(table[1]) * r_l).sum()
-        log_p = None
+            c_f = c_f + extra_follower_table
+        grad = problem.tabular_rewards_vjp(theta, c_f, c_l)
         if np.any(coef.log_transition):
+            th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
             log_p = problem.log_transition_torch(th, batch.obs, batch.actions, batch.next_obs)
-    else:
-        s = torch.as_tensor(batch.obs)
-        b = torch.as_tensor(batch.actions)
-        total = (torch.from_numpy(coef.follower_reward) * problem.follower_reward_torch(th, s, b)
-                 ).sum() + (torch.from_numpy(coef.leader_reward)
-                            * problem.leader_reward_torch(th, s, b)).sum()
-        log_p = problem.log_transition_torch(th, s, b, torch.as_tensor(batch.next_obs)) \
-            if np.any(coef.log_transition) else None
+            if log_p is not None:
+                total = (torch.from_numpy(coef.log_transition) * log_p).sum()
+                grad = grad + torch.autograd.grad(total, th)[0].numpy()
+        return grad
+    th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+    s = torch.as_tensor(batch.obs)
+    b = torch.as_tensor(batch.actions)
+    total = (torch.from_numpy(coef.follower_reward) * problem.follower_reward_torch(th, s, b)
+             ).sum() + (torch.from_numpy(coef.leader_reward)
+                        * problem.leader_reward_torch(th, s, b)).sum()
+    log_p = problem.log_transition_torch(th, s, b, torch.as_tensor(batch.next_obs)) \
+        if np.any(coef.log_transition) else None
     if log_p is not None:
         total = total + (torch.from_numpy(coef.log_transition) * log_p).sum()
     if not total.requires_grad:  # nothing depends on θ (all coefficients zero)

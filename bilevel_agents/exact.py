@@ -20,7 +20,6 @@ import functools
 from typing import Any
 
 import numpy as np
-import torch
 
 from bilevel_envs.core import TabularConfigurableEnv, TabularModel
 
@@ -120,11 +119,7 @@ def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
     y = w * benefit / beta
     m = model.solve_discounted(P_g, _cont_transpose(model, y), gf, transpose=True)
     z = y + gf * policy * m[:, None]
-    th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
-    r_f, r_l = problem.tabular_rewards_torch(th)
-    surrogate = (torch.from_numpy(w) * r_l).sum() + (torch.from_numpy(z) * r_f).sum()
-    (grad,) = torch.autograd.grad(surrogate, th)
-    return grad.numpy()
+    return problem.tabular_rewards_vjp(theta, z, w)
 
 
 @leader_objective_impl.register
@@ -139,4 +134,7 @@ def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> float:
 def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> np.ndarray:
     with _AtConfig(br, theta):
         return tabular_hypergradient(problem, problem.config, br.policy, br.beta)
-with __import__("contextlib").suppress(ImportError): import bilevel_agents.exact_building  # noqa
+
+# Problem families registered in their own modules (imported here so that importing
+# bilevel_agents.exact is enough to get every implementation).
+import bilevel_agents.exact_building  # noqa: E402,F401

@@ -24,6 +24,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable
 
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 __all__ = ["default_evaluator", "train"]
@@ -83,7 +84,19 @@ def train(leader: Any, iterations: int, *, run_dir: str | os.PathLike | None = N
 
     Returns:
         One dict per iteration: ``iteration``, the leader's diagnostics, ``objective``.
+
+    The loop runs with single-threaded BLAS: its linear algebra is small, and multi-threaded
+    BLAS on small matrices is up to 20× slower on a loaded machine (measured in
+    ``benchmarks/bench_bchg_iteration.py``); parallelism comes from running seeds side by side.
     """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train(leader, iterations, run_dir=run_dir, evaluate=evaluate,
+                      eval_every=eval_every, checkpoint_every=checkpoint_every,
+                      progress=progress, tensorboard=tensorboard, callback=callback)
+
+
+def _train(leader, iterations, *, run_dir, evaluate, eval_every, checkpoint_every, progress,
+           tensorboard, callback):
     if int(iterations) < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations!r}")
     if int(eval_every) < 1 or int(checkpoint_every) < 1:

@@ -283,6 +283,24 @@ class TabularConfigurableEnv(ConfigurableEnv):
         """``(r_F, r_L)`` tables of shape ``(S, B)`` as torch functions of ``theta``."""
         raise NotImplementedError
 
+    def tabular_rewards_vjp(self, theta: np.ndarray, c_follower: np.ndarray,
+                            c_leader: np.ndarray) -> np.ndarray:
+        """``∇θ Σ_{s,b} [c_F(s,b) r_F^θ(s,b) + c_L(s,b) r_L^θ(s,b)]`` (a vector-Jacobian product).
+
+        Default: one autograd pass through :meth:`tabular_rewards_torch`; problems may override
+        it with a closed form (it is on every leader's hot path).
+        """
+        import torch
+
+        th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+        r_f, r_l = self.tabular_rewards_torch(th)
+        total = (torch.from_numpy(np.asarray(c_follower, dtype=np.float64)) * r_f).sum() \
+            + (torch.from_numpy(np.asarray(c_leader, dtype=np.float64)) * r_l).sum()
+        if not total.requires_grad:
+            return np.zeros_like(theta, dtype=np.float64)
+        (grad,) = torch.autograd.grad(total, th)
+        return grad.numpy()
+
     def follower_reward_torch(self, theta, states, actions):
         return self.tabular_rewards_torch(theta)[0][states, actions]
 

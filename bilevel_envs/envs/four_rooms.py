@@ -206,6 +206,20 @@ class FourRoomsEnv(TabularConfigurableEnv):
         r_l = target - goal * self.penalty_weight * self.incentive_budget * (1.0 - p[-1])
         return r_f[:, None].expand(-1, 4), r_l[:, None].expand(-1, 4)
 
+    def tabular_rewards_vjp(self, theta, c_follower, c_leader) -> np.ndarray:
+        """Closed-form softmax VJP of :meth:`tabular_rewards_torch` (tested against autograd).
+
+        With ``p = softmax(θ)``: ``∂/∂p_s = −κ Σ_b c_F(s,b)`` for cells ``s ≠ G``,
+        ``∂/∂p_last = λ κ Σ_b c_L(G,b)``, and ``∇θ = p ⊙ (e − p·e)``.
+        """
+        p = self._incentive_probs(np.asarray(theta, dtype=np.float64))
+        e = np.zeros_like(p)
+        e[: self.n_states] = -self.incentive_budget * np.asarray(c_follower).sum(axis=1)
+        e[self.goal_state] = 0.0
+        e[-1] = self.penalty_weight * self.incentive_budget \
+            * np.asarray(c_leader)[self.goal_state].sum()
+        return p * (e - p @ e)
+
     # ------------------------------------------------------------------ simulator
     def sample_initial_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.full(n, self.start_state, dtype=np.int64)
