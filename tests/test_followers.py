@@ -7,6 +7,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import scipy.sparse as sp
 
 import bilevel_envs  # noqa: F401
@@ -15,6 +16,14 @@ from bilevel_envs.followers import TabularSoftFollower, soft_value, soft_value_i
 from bilevel_envs.wrappers import BestResponse
 
 ENV_ID = "BiLevel/FourRooms-v0"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_threaded_blas():
+    """The dense 104-state solves are tiny; multi-threaded OpenBLAS on a busy 2-core machine
+    makes them up to 100× slower (spinning threads), so tests use one BLAS thread."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def make(**kwargs):

@@ -9,6 +9,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 import torch
@@ -39,6 +40,14 @@ x.....x.....x
 xxxxxxxxxxxxx"""
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_threaded_blas():
+    """The dense 104-state solves are tiny; multi-threaded OpenBLAS on a busy 2-core machine
+    makes them up to 100× slower (spinning threads), so tests use one BLAS thread."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def make(**kwargs) -> FourRoomsEnv:
