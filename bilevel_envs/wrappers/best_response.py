@@ -87,7 +87,10 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            # A stream independent of the simulator's: env.reset(seed) seeds np_random with
+            # SeedSequence(seed) too, so default_rng(seed) would replay the simulator's own
+            # draws (the follower's first action and the first slip used the same uniform).
+            self._rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         had_config = bool(options) and "config" in options
         out = self.env.reset(seed=seed, options=options)
         if had_config:
