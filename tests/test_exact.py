@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 
 import bilevel_envs  # noqa: F401
 from bilevel_agents.exact import hypergradient, leader_objective, leader_values
+from bilevel_envs.core import TabularConfigurableEnv
 from bilevel_envs.wrappers import BestResponse
 
 ENV_ID = "BiLevel/FourRooms-v0"
@@ -177,3 +178,17 @@ def test_config_is_restored_after_calls():
     with pytest.raises(ValueError, match="theta"):
         hypergradient(br, np.zeros(3))
     np.testing.assert_array_equal(br.config, other)
+
+
+@pytest.mark.parametrize("size", [13, 15])
+def test_closed_form_reward_vjp_matches_autograd(size):
+    env = gym.make(ENV_ID, size=size).unwrapped
+    rng = np.random.default_rng(size)
+    n = env.config_space.shape[0]
+    for scale in (0.01, 2.0):
+        theta = rng.normal(0, scale, n)
+        c_f, c_l = rng.normal(size=(env.n_states, 4)), rng.normal(size=(env.n_states, 4))
+        closed = env.tabular_rewards_vjp(theta, c_f, c_l)
+        auto = TabularConfigurableEnv.tabular_rewards_vjp(env, theta, c_f, c_l)
+        np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-14)
+        assert np.abs(auto).max() > 1e-6
