@@ -23,7 +23,7 @@ Two solvers, both vectorised over all ``(s, a, b)`` (no Python loop over states 
 evaluation (one ``(SAB × SAB)`` linear solve) with the Boltzmann improvement and converges in a
 handful of steps; ``method="value_iteration"`` repeats the backup above (the authors' solver; a
 small ``max_iterations`` gives the k-step "sub-optimal" follower). Both stop at
-``max|ΔQ| < tol`` or after ``max_iterations``, and warm-start from the previous ``Q`` unless
+``max|ΔQ| < tol · max(1, max|Q|)`` or after ``max_iterations``, and warm-start from the previous ``Q`` unless
 ``warm_start=False``.
 """
 
@@ -32,13 +32,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from bilevel_envs.core import check_beta
 
 __all__ = ["SoftQIterationFollower", "soft_q_backup"]
 
 BOOTSTRAPS = ("paper", "official")
+
+
+def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """Stable ``log Σ exp`` along ``axis`` (plain numpy; scipy's is slow on tiny arrays)."""
+    m = np.max(x, axis=axis, keepdims=True)
+    out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
 METHODS = ("policy_iteration", "value_iteration")
 
 
@@ -73,7 +81,7 @@ class SoftQIterationFollower:
         gamma: follower discount γ_F (paper: 0.99).
         bootstrap: ``"paper"`` (default, eq. 32) or ``"official"`` (authors' code form).
         method: ``"policy_iteration"`` (default) or ``"value_iteration"``.
-        tol: stop when ``max|ΔQ| < tol``.
+        tol: stop when ``max|ΔQ| < tol · max(1, max|Q|)`` (relative for large values).
         max_iterations: cap on backups per solve (small values → k-step follower).
         warm_start: start each solve from the previous ``Q`` (else from 0).
 
@@ -115,13 +123,16 @@ class SoftQIterationFollower:
         """Solve for ``Q_F`` against ``leader_policy`` (``(S, A)`` probabilities).
 
         Args:
-            game: the toy game (anything with a ``model`` holding ``P`` and ``r_follower``).
+            game: the toy game (anything with a ``model`` holding ``P`` and ``r_follower``),
+                or such a model itself.
             leader_policy: ``f(a|s)``; the previous one if ``None``.
 
         Raises:
             ValueError: if the leader policy has the wrong shape or is not a distribution.
         """
-        model = game.unwrapped.model if hasattr(game, "unwrapped") else game.model
+        if hasattr(game, "unwrapped"):
+            game = game.unwrapped
+        model = getattr(game, "model", game)
         n_s, n_a, n_b = model.r_follower.shape
         if leader_policy is None:
             if self.leader_policy is None:
@@ -142,7 +153,7 @@ class SoftQIterationFollower:
             q_new = step(q, f, model)
             delta = np.max(np.abs(q_new - q))
             q = q_new
-            if delta < self.tol:
+            if delta < self.tol * max(1.0, float(np.max(np.abs(q)))):
                 self.converged = True
                 break
         self.iterations = it

@@ -1,0 +1,272 @@
+"""A leader-follower Markov game seen by the leader: the follower plays its soft best response.
+
+``BestResponse(game, beta=...)`` (dispatched here for PettingZoo games) turns a game of
+:mod:`bilevel_envs.games` into a single-agent Gymnasium env for the leader: observation ``s``,
+action ``a``, reward ``r_L(s, a, b)`` with ``b ~ g^{θ†}(·|s, a)`` drawn from the follower's
+exact soft best response to the leader's *current policy* ``f`` (paper eq. 4; the follower
+responds to ``f``, not to single actions). Call :meth:`GameBestResponse.set_leader_policy` when
+``f`` changes: the follower is re-solved (warm-started). ``info`` carries the follower's action,
+its reward ``r_F`` and its soft value ``V_F(s, a)`` (needed by Theorem 2's eq. 9).
+
+Leader policies: the toy game takes ``(S, A)`` probabilities ``f(a|s)``; the LQR game takes the
+gain ``K`` (shape ``(k, n)``) of ``a ~ N(K s, W²)``, optionally as ``(K, W)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+from bilevel_envs.core import check_beta
+
+__all__ = ["GameBatch", "GameBestResponse"]
+
+
+class GameBatch(NamedTuple):
+    """``n_episodes`` complete episodes stepped together; arrays are ``(E, T, ...)``.
+
+    ``obs`` is the leader's observation (= the state), ``next_obs`` the next state,
+    ``follower_value`` is ``V_F(s_t, a_t)`` of the follower solution used for sampling.
+    """
+
+    obs: np.ndarray
+    leader_actions: np.ndarray
+    follower_actions: np.ndarray
+    r_leader: np.ndarray
+    r_follower: np.ndarray
+    next_obs: np.ndarray
+    follower_value: np.ndarray
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.r_leader.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.r_leader.shape[1])
+
+    def returns(self, gamma: float = 1.0) -> np.ndarray:
+        """Per-episode ``Σ_t γ^t r_L``, shape ``(E,)``."""
+        return self.r_leader @ (gamma ** np.arange(self.horizon))
+
+
+class GameBestResponse(gym.Env):
+    """Single-agent Gymnasium env for the leader of a leader-follower Markov game.
+
+    Args:
+        game: a game of :mod:`bilevel_envs.games` (AEC, parallel or raw form).
+        beta: the follower's entropy temperature β > 0 (paper: 0.05 toy, 0.1 LQR).
+        leader_policy: the initial leader policy (uniform for the toy game; ``K = 0``,
+            ``W = 1e-3`` for the LQR game).
+        follower: a custom follower (default: ``game.make_follower(beta, **follower_kwargs)``).
+        **follower_kwargs: e.g. ``bootstrap="official"``, ``tol``, ``max_iterations``.
+
+    Example:
+        >>> import numpy as np
+        >>> from bilevel_envs.games import toy_game_v0
+        >>> from bilevel_envs.wrappers import BestResponse
+        >>> br = BestResponse(toy_game_v0.env(reward=2), beta=0.05)
+        >>> br.set_leader_policy(np.array([[.5, .5], [.5, .5], [.5, .5]]))
+        >>> br.policy.shape  # g(b|s, a)
+        (3, 2, 3)
+        >>> obs, info = br.reset(seed=0)
+        >>> obs, r_leader, terminated, truncated, info = br.step(0)
+        >>> sorted(info)
+        ['follower_action', 'follower_reward', 'follower_value']
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, game: Any, beta: float, leader_policy: Any = None, follower: Any = None,
+                 **follower_kwargs: Any):
+        super().__init__()
+        problem = game.unwrapped
+        from bilevel_envs.games._base import LeaderFollowerGame
+
+        if not isinstance(problem, LeaderFollowerGame):
+            raise ValueError(f"game must be a bilevel_envs leader-follower game, got "
+                             f"{type(problem).__name__}")
+        self.game = game
+        self.beta = check_beta(beta)
+        self.observation_space = problem.observation_space("leader")
+        self.action_space = problem.action_space("leader")
+        if follower is None:
+            follower = problem.make_follower(self.beta, **follower_kwargs)
+        elif follower_kwargs:
+            raise ValueError(f"follower_kwargs {sorted(follower_kwargs)} given with a follower")
+        self.follower = follower
+        self._is_toy = hasattr(problem, "model")
+        self._rng = np.random.default_rng()
+        self.set_leader_policy(self._default_policy() if leader_policy is None else leader_policy)
+
+    # ------------------------------------------------------------------ problem
+    @property
+    def problem(self) -> Any:
+        """The raw game (used by :mod:`bilevel_agents.exact` for dispatch)."""
+        return self.game.unwrapped
+
+    @property
+    def gamma_leader(self) -> float:
+        return self.problem.gamma_leader
+
+    @property
+    def gamma_follower(self) -> float:
+        return self.problem.gamma_follower
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.problem.max_cycles
+
+    # ------------------------------------------------------------------ leader policy
+    def _default_policy(self) -> Any:
+        p = self.problem
+        if self._is_toy:
+            return np.full((p.n_states, p.n_leader_actions), 1.0 / p.n_leader_actions)
+        k, n = p.leader_action_dim, p.state_dim
+        return np.zeros((k, n)), 1e-3
+
+    def set_leader_policy(self, policy: Any) -> None:
+        """Set the leader's policy ``f`` and re-solve the follower's best response.
+
+        Args:
+            policy: toy game: ``(S, A)`` probabilities; LQR game: ``K`` ``(k, n)`` or
+                ``(K, W)``.
+
+        Raises:
+            ValueError: malformed policy, or a non-stabilisable LQR at this ``K``.
+        """
+        self.follower.solve(self.problem, policy)
+        if self._is_toy:
+            self._leader_probs = self.follower.leader_policy.copy()
+            self._leader_cdf = np.cumsum(self._leader_probs, axis=1)
+        else:
+            self._K, self._W = self.follower.K.copy(), self.follower.W.copy()
+
+    @property
+    def leader_policy(self) -> Any:
+        """Toy: ``(S, A)`` probabilities. LQR: ``(K, W)``."""
+        if self._is_toy:
+            return self._leader_probs.copy()
+        return self._K.copy(), self._W.copy()
+
+    @property
+    def leader_gain(self) -> np.ndarray:
+        """LQR: the gain ``K`` ``(k, n)``."""
+        return self._K.copy()
+
+    @property
+    def leader_noise(self) -> np.ndarray:
+        """LQR: the noise scale ``W`` ``(k, k)``."""
+        return self._W.copy()
+
+    def sample_leader_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sample ``a ~ f(·|s)`` for a batch of leader observations."""
+        if self._is_toy:
+            cdf = self._leader_cdf[np.asarray(obs, dtype=np.int64)]
+            u = rng.random(cdf.shape[0])[:, None]
+            return np.minimum((u >= cdf).sum(axis=1), cdf.shape[1] - 1).astype(np.int64)
+        s = np.atleast_2d(obs)
+        eps = rng.standard_normal((s.shape[0], self._K.shape[0]))
+        return s @ self._K.T + eps @ self._W.T
+
+    # ------------------------------------------------------------------ follower
+    @property
+    def policy(self) -> Any:
+        """``g^{θ†}(b|s, a)``: ``(S, A, B)`` array (toy) or a callable ``(s, a) -> (mean, cov)``."""
+        return self.follower.policy
+
+    @property
+    def soft_q(self) -> Any:
+        """``Q_F(s, a, b)``: ``(S, A, B)`` array or a callable on batches."""
+        return self.follower.soft_q
+
+    @property
+    def soft_v(self) -> Any:
+        """``V_F(s, a)``: ``(S, A)`` array or a callable on batches."""
+        return self.follower.soft_v
+
+    def follower_value(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """``V_F(s, a)`` for batches ``s (N, ...)``, ``a (N, ...)``, shape ``(N,)``."""
+        if self._is_toy:
+            return self.follower.soft_v[np.asarray(s, dtype=np.int64),
+                                        np.asarray(a, dtype=np.int64)]
+        return self.follower.soft_v(np.atleast_2d(s), np.asarray(a).reshape(len(s), -1))
+
+    def follower_action(self, s: Any, a: Any, rng: np.random.Generator | None = None) -> Any:
+        """Sample one ``b ~ g(·|s, a)``."""
+        obs = self.problem.follower_obs(np.asarray([s]), np.asarray([a]))
+        return self.follower.sample_actions(obs, rng or self._rng)[0]
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if "leader_policy" in options:
+            self.set_leader_policy(options.pop("leader_policy"))
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; allowed: "
+                             "['leader_policy']")
+        self._state = self.problem.initial_states(1)[0]
+        self._t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return self.problem.leader_obs(np.asarray([self._state]))[0]
+
+    def step(self, action: Any):
+        if not hasattr(self, "_state"):
+            raise RuntimeError("call reset() before step()")
+        a = self.problem.validate_action("leader", action)
+        a_arr = np.asarray([a])
+        s_arr = np.asarray([self._state])
+        fobs = self.problem.follower_obs(s_arr, a_arr)
+        b = self.follower.sample_actions(fobs, self.np_random)
+        v_f = float(self.follower_value(s_arr, a_arr)[0])
+        nxt, r_f, r_l = self.problem.transition(s_arr, a_arr, b)
+        if not (np.isfinite(r_f[0]) and np.isfinite(r_l[0])):
+            raise ValueError(f"non-finite reward (leader {r_l[0]}, follower {r_f[0]})")
+        self._state = nxt[0]
+        self._t += 1
+        truncated = self._t >= self.max_episode_steps
+        b0 = b[0]
+        info = {"follower_action": int(b0) if self._is_toy else np.array(b0, copy=True),
+                "follower_reward": float(r_f[0]), "follower_value": v_f}
+        return self._obs(), float(r_l[0]), False, bool(truncated), info
+
+    # ------------------------------------------------------------------ batched rollouts
+    def rollout(self, n_episodes: int, *, seed: int | None = None,
+                rng: np.random.Generator | None = None,
+                leader_sampler: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+                | None = None, horizon: int | None = None) -> GameBatch:
+        """Roll out ``n_episodes`` complete episodes stepped together (loop over time only).
+
+        Args:
+            n_episodes: number of parallel episodes.
+            seed: seed a fresh generator (reproducible batches); else ``rng`` or the env's.
+            leader_sampler: ``(obs (E, ...), rng) -> actions``; default: the current ``f``
+                (e.g. pass a uniform/random sampler for exploration).
+            horizon: episode length (default ``max_cycles``).
+        """
+        n_episodes = int(n_episodes)
+        if n_episodes < 1:
+            raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+        rng = rng if rng is not None else self.np_random
+        sampler = leader_sampler or self.sample_leader_actions
+        T = int(horizon or self.max_episode_steps)
+        prob = self.problem
+        s = prob.initial_states(n_episodes)
+        cols: dict[str, list] = {k: [] for k in GameBatch._fields}
+        for _ in range(T):
+            obs = prob.leader_obs(s)
+            a = sampler(obs, rng)
+            b = self.follower.sample_actions(prob.follower_obs(s, a), rng)
+            v_f = self.follower_value(s, a)
+            nxt, r_f, r_l = prob.transition(s, a, b)
+            for key, val in zip(GameBatch._fields, (obs, a, b, r_l, r_f, nxt, v_f)):
+                cols[key].append(val)
+            s = nxt
+        return GameBatch(*(np.swapaxes(np.stack(cols[k]), 0, 1) for k in GameBatch._fields))
