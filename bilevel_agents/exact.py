@@ -70,12 +70,20 @@ class _AtConfig:
     def __enter__(self):
         if self.theta is not None:
             self.saved = self.br.config
+            # Snapshot the follower (its solution, or a k-step follower's carried Q): re-solving
+            # at the old θ on exit would move a k-step follower by k more backups.
+            self.follower_state = dict(getattr(self.br.follower, "__dict__", None) or {})
             self.br.set_config(self.theta)
         return self.br
 
     def __exit__(self, *exc):
         if self.theta is not None:
-            self.br.set_config(self.saved)
+            if self.follower_state:
+                self.br.problem.set_config(self.saved)
+                vars(self.br.follower).clear()
+                vars(self.br.follower).update(self.follower_state)
+            else:
+                self.br.set_config(self.saved)
 
 
 def leader_values(model: TabularModel, policy: np.ndarray, gamma: float):
