@@ -142,7 +142,7 @@ def plain_loop(br: BestResponse, n_transitions: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     for _ in range(n_transitions):
-        obs, r, term, trunc, info = env.step(br.follower_action(obs, rng))
+        obs, _r, term, trunc, _info = env.step(br.follower_action(obs, rng))
         if term or trunc:
             obs, _ = env.reset()
     return time.perf_counter() - t0
@@ -159,7 +159,7 @@ def bench_rollouts(table: Table, beta: float, quick: bool, rng) -> float:
     table.add(f"plain gym loop, {n} steps: env.step(br.follower_action(obs))", fmt_time(t_plain),
               f"{n / t_plain:,.0f} transitions/s")
 
-    t_batch, batch = timed(lambda: br.rollout(n, n_envs), 3 if quick else 5)
+    t_batch, _batch = timed(lambda: br.rollout(n, n_envs), 3 if quick else 5)
     table.add(f"BestResponse.rollout({n}, n_envs={n_envs})", fmt_time(t_batch),
               f"{n / t_batch:,.0f} transitions/s")
     ratio = t_plain / t_batch

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 import bilevel_envs  # noqa: F401
 from bilevel_agents.exact import hypergradient, leader_objective, leader_values
@@ -25,14 +24,6 @@ KNOWN = [
 ]
 
 NO_INCENTIVE = np.r_[np.full(104, -1e3), 1e3]  # all softmax mass on the unused slot 105
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    """The dense 104-state solves are tiny; multi-threaded OpenBLAS on a busy 2-core machine
-    makes them up to 100× slower (spinning threads), so tests use one BLAS thread."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def make_br(beta, slip=1 / 3, **kwargs):

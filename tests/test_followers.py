@@ -7,7 +7,6 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 import scipy.sparse as sp
 
 import bilevel_envs  # noqa: F401
@@ -16,14 +15,6 @@ from bilevel_envs.followers import TabularSoftFollower, soft_value, soft_value_i
 from bilevel_envs.wrappers import BestResponse
 
 ENV_ID = "BiLevel/FourRooms-v0"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    """The dense 104-state solves are tiny; multi-threaded OpenBLAS on a busy 2-core machine
-    makes them up to 100× slower (spinning threads), so tests use one BLAS thread."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def make(**kwargs):
@@ -84,7 +75,7 @@ def dense_residual(model, q, beta, gamma):
 # ---------------------------------------------------------------------- exactness
 @pytest.mark.parametrize("solver", ["newton", "value_iteration"])
 def test_matches_reference_loop_on_four_rooms(solver):
-    env, model = four_rooms_model(seed=1, gamma_follower=0.9)
+    _env, model = four_rooms_model(seed=1, gamma_follower=0.9)
     beta = 0.005
     ref = reference_soft_vi(model, beta, 0.9)
     res = soft_value_iteration(model, beta, 0.9, tol=1e-12, solver=solver)
@@ -374,7 +365,7 @@ def test_follower_action_in_a_plain_gym_loop(br):
     env = gym.make(ENV_ID)
     obs, _ = env.reset(seed=0)
     for _ in range(300):
-        obs, r, term, trunc, info = env.step(br.follower_action(obs))
+        obs, _r, term, trunc, _info = env.step(br.follower_action(obs))
         if term or trunc:
             obs, _ = env.reset()
     assert env.observation_space.contains(obs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import warnings
@@ -9,7 +10,6 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 import torch
@@ -40,14 +40,6 @@ x.....x.....x
 xxxxxxxxxxxxx"""
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    """The dense 104-state solves are tiny; multi-threaded OpenBLAS on a busy 2-core machine
-    makes them up to 100× slower (spinning threads), so tests use one BLAS thread."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def make(**kwargs) -> FourRoomsEnv:
@@ -160,6 +152,27 @@ def test_best_response_pickles():
     assert not np.array_equal(clone.config, br.config)
 
 
+def test_best_response_spec_recreates_the_same_follower():
+    br = BestResponse(gym.make(ENV_ID, slip_prob=0.44), beta=0.003, solver="value_iteration",
+                      max_iterations=5)
+    clone = gym.make(br.spec)
+    assert isinstance(clone, BestResponse) and clone.beta == 0.003
+    assert clone.unwrapped.slip_prob == 0.44
+    assert clone.follower.max_iterations == 5 and clone.follower.solver == "value_iteration"
+    np.testing.assert_array_equal(clone.soft_q, br.soft_q)
+
+
+def test_vector_envs():
+    for mode in ("sync", "async"):
+        envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode=mode)
+        obs, _ = envs.reset(seed=0)
+        np.testing.assert_array_equal(obs, [31, 31])
+        obs, rew, _term, _trunc, info = envs.step(np.array([0, 1]))
+        assert obs.shape == (2,) and rew.shape == (2,)
+        assert "leader_reward" in info
+        envs.close()
+
+
 # ---------------------------------------------------------------------- map
 def test_paper_map_facts():
     env = make()
@@ -196,7 +209,7 @@ def test_moves_and_walls():
 
 
 def _rooms_connected(wall):
-    labels, n = ndi.label(~wall)  # 4-connectivity
+    _labels, n = ndi.label(~wall)  # 4-connectivity
     return n == 1
 
 
@@ -283,7 +296,7 @@ def test_terminal_goal_step():
     env = make()
     g = env.goal_state
     rng = np.random.default_rng(0)
-    nxt, r_f, r_l, term = env.transition(np.full(8, g), np.arange(8) % 4, rng)
+    nxt, _r_f, _r_l, term = env.transition(np.full(8, g), np.arange(8) % 4, rng)
     assert term.all() and (nxt == g).all()
     assert env.tabular_model().terminal[g] and env.tabular_model().terminal.sum() == 1
 
@@ -367,7 +380,7 @@ def test_info_leader_reward_along_deterministic_walks():
         assert term is False and trunc is False
         assert info["leader_reward"] == 0.0
     infos = [s[4] for s in steps]
-    assert all(a is not b for a, b in zip(infos, infos[1:]))  # fresh dict each step
+    assert all(a is not b for a, b in itertools.pairwise(infos))  # fresh dict each step
     cells = [u.start_state] + [s[0] for s in steps[:-1]]
     for cell, (_, r, *_rest) in zip(cells, steps):
         assert r == pytest.approx(-0.2 * p[cell])
@@ -387,7 +400,7 @@ def test_time_limit_truncates_at_200():
     env = gym.make(ENV_ID, slip_prob=0.0)
     env.reset(seed=0)
     for k in range(200):
-        obs, r, term, trunc, info = env.step(LEFT)  # S is against the left wall
+        obs, _r, term, trunc, _info = env.step(LEFT)  # S is against the left wall
         assert obs == env.unwrapped.start_state and not term
         assert trunc == (k == 199)
 

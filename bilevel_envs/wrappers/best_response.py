@@ -50,7 +50,11 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return super().__new__(cls)
 
     def __init__(self, env: gym.Env, beta: float, follower: Any = None, **follower_kwargs: Any):
-        gym.utils.RecordConstructorArgs.__init__(self, beta=beta)
+        # recorded so that gym.make(br.spec) rebuilds the same follower (tol, max_iterations, ...)
+        recorded = {"beta": beta, **follower_kwargs}
+        if follower is not None:
+            recorded["follower"] = follower
+        gym.utils.RecordConstructorArgs.__init__(self, **recorded)
         gym.Wrapper.__init__(self, env)
         self.beta = check_beta(beta)
         problem = env.unwrapped
