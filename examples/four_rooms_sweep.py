@@ -36,7 +36,7 @@ def specs_for(beta: float, slip: float, args: argparse.Namespace) -> list[RunSpe
     bchg = [RunSpec(leader="bchg", seed=s, leader_kwargs={"batch_size": 100, **p}, **common)
             for p in grid(lr=args.lr, sarsa_alpha=args.alpha) for s in seeds]
     naive = [RunSpec(leader="naive_pgd", seed=s, leader_kwargs={"batch_size": 100, "lr": lr},
-                     **common) for lr in args.lr for s in seeds]
+                     **common) for lr in args.naive_lr for s in seeds]
     exact = [RunSpec(leader="exact", seed=s, leader_kwargs={"lr": lr}, **common)
              for lr in args.exact_lr for s in seeds[:3]]
     return bchg + naive + exact
@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--slips", type=float, nargs="+", default=[1 / 3])
     p.add_argument("--lr", type=float, nargs="+", default=[0.5, 0.1, 0.05, 0.01])
     p.add_argument("--alpha", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    p.add_argument("--naive-lr", type=float, nargs="+", default=[0.5, 0.1, 0.05, 0.01])
     p.add_argument("--exact-lr", type=float, nargs="+", default=[0.1])
     p.add_argument("--iterations", type=int, default=10_000)
     p.add_argument("--seeds", type=int, default=10)
