@@ -42,6 +42,8 @@ class ConfigurableLeader(Leader):
         critic: a :class:`~bilevel_agents.critics.Critic`, or ``"sarsa"``, ``"exact"``,
             ``"mc"`` for the tabular ones; ``None`` = the method's default.
         sarsa_alpha: α_SA of the default SARSA critic.
+        critic_kwargs: extra options of a critic named by string (e.g. ``{"init_std": 0.0,
+            "expected": True}`` for SARSA).
         partial: ``"mc"`` (Alg. 8 l. 12–16, tabular, θ-independent dynamics) or ``"td"``
             (Alg. 4, uses the critic's ``V_L``); default ``"mc"`` on tabular problems.
         **kwargs: :class:`~bilevel_agents.base.Leader` arguments (lr, max_grad_norm, seed, ...).
@@ -52,7 +54,8 @@ class ConfigurableLeader(Leader):
 
     def __init__(self, br: Any, *, batch_size: int = 100, n_envs: int = 1,
                  critic: Critic | str | None = None, sarsa_alpha: float = 0.5,
-                 partial: str | None = None, **kwargs: Any):
+                 critic_kwargs: dict[str, Any] | None = None, partial: str | None = None,
+                 **kwargs: Any):
         super().__init__(br, **kwargs)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -67,6 +70,7 @@ class ConfigurableLeader(Leader):
             raise ValueError("partial='mc' needs a tabular problem; use partial='td'")
         self.batch_size, self.n_envs, self.partial = int(batch_size), int(n_envs), partial
         self.sarsa_alpha = float(sarsa_alpha)
+        self.critic_kwargs = dict(critic_kwargs or {})
         self.critic = self._make_critic(critic if critic is not None else self.default_critic)
         self.last_metrics = {}
 
@@ -80,9 +84,9 @@ class ConfigurableLeader(Leader):
         shape = (problem.n_states, problem.n_actions)
         factories = {
             "sarsa": lambda: SarsaCritic(*shape, alpha=self.sarsa_alpha, gamma=gamma,
-                                         rng=self.rng),
-            "exact": lambda: ExactCritic(gamma=gamma),
-            "mc": lambda: MonteCarloCritic(*shape, gamma=gamma),
+                                         rng=self.rng, **self.critic_kwargs),
+            "exact": lambda: ExactCritic(gamma=gamma, **self.critic_kwargs),
+            "mc": lambda: MonteCarloCritic(*shape, gamma=gamma, **self.critic_kwargs),
         }
         if critic not in factories:
             raise ValueError(f"critic must be a Critic or one of {sorted(factories)}, "
@@ -143,5 +147,6 @@ class ConfigurableLeader(Leader):
     def hparams(self) -> dict[str, Any]:
         critic = type(self.critic).__name__ if self.critic is not None else None
         return {**super().hparams(), "batch_size": self.batch_size, "n_envs": self.n_envs,
-                "critic": critic, "sarsa_alpha": self.sarsa_alpha, "partial": self.partial,
+                "critic": critic, "sarsa_alpha": self.sarsa_alpha,
+                "critic_kwargs": self.critic_kwargs, "partial": self.partial,
                 "beta": self.br.beta}

@@ -61,40 +61,59 @@ class SarsaCritic(_TableCritic):
     The pass is sequential by definition (an update may read an entry changed just before),
     so it runs as a tight scalar loop over Python floats: ~0.3 µs per transition.
 
+    With ``expected=True`` the bootstrap is ``Σ_{b'} g(b'|s') Q(s', b')`` (expected SARSA): the
+    follower's policy is known to the leader (paper Assumption 1), so the sampled ``b'`` only
+    adds variance.
+
     Args:
         n_states, n_actions: table shape.
         alpha: SARSA step size α_SA in (0, 1].
         gamma: leader discount γ_L.
         init_std: the table starts at N(0, init_std²) (the authors use 1).
         rng: generator for the initial table and the pass order.
+        expected: expected-SARSA bootstrap (default: the paper's sampled ``b'``).
     """
 
     def __init__(self, n_states: int, n_actions: int, *, alpha: float = 0.5, gamma: float = 0.99,
-                 init_std: float = 1.0, rng: np.random.Generator | None = None):
+                 init_std: float = 1.0, rng: np.random.Generator | None = None,
+                 expected: bool = False):
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha (SARSA step size) must be in (0, 1], got {alpha!r}")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
         if not init_std >= 0.0:
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
-        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.alpha, self.gamma, self.expected = float(alpha), float(gamma), bool(expected)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.table = self.rng.normal(0.0, init_std, size=(n_states, n_actions))
 
     def update(self, batch: Batch, br: Any) -> dict[str, float]:
         n_actions = self.table.shape[1]
         key = (batch.obs * n_actions + batch.actions).tolist()
-        nxt = key[1:] + [0]
         boot = np.where(batch.episode_end, 0.0, self.gamma).tolist()
         reward = batch.r_leader.tolist()
         q = self.table.ravel().tolist()
         a = self.alpha
         sq_td = 0.0
-        for k in self.rng.permutation(len(key)).tolist():
-            i = key[k]
-            td = reward[k] + boot[k] * q[nxt[k]] - q[i]
-            q[i] += a * td
-            sq_td += td * td
+        order = self.rng.permutation(len(key)).tolist()
+        if self.expected:  # bootstrap on Σ_b' g(b'|s') Q(s', b'), s' = next state
+            nxt_state = batch.next_obs.tolist()
+            g = br.policy.tolist()
+            cols = range(n_actions)
+            for k in order:
+                i, s2 = key[k], nxt_state[k]
+                row, base = g[s2], s2 * n_actions
+                v2 = sum(row[c] * q[base + c] for c in cols)
+                td = reward[k] + boot[k] * v2 - q[i]
+                q[i] += a * td
+                sq_td += td * td
+        else:
+            nxt = key[1:] + [0]
+            for k in order:
+                i = key[k]
+                td = reward[k] + boot[k] * q[nxt[k]] - q[i]
+                q[i] += a * td
+                sq_td += td * td
         self.table = np.asarray(q).reshape(self.table.shape)
         return {"critic_td_rms": (sq_td / max(len(key), 1)) ** 0.5}
 

@@ -39,7 +39,13 @@ class RunSpec:
 
     @property
     def run_dir(self) -> Path:
-        parts = [self.leader] + [f"{k}{v}" for k, v in sorted(self.leader_kwargs.items())]
+        def flat(key: str, val: Any) -> list[str]:
+            if isinstance(val, dict):
+                return [p for k, v in sorted(val.items()) for p in flat(k, v)]
+            return [f"{key}{val}"]
+
+        parts = [self.leader] + [p for k, v in sorted(self.leader_kwargs.items())
+                                 for p in flat(k, v)]
         return Path(self.out) / "_".join(parts) / f"seed{self.seed}"
 
 

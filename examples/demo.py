@@ -53,6 +53,8 @@ def main() -> None:
     print(f"\nFour-Rooms, beta={args.beta}, batch 100: exact leader objective J_L = V_L(S)")
     print(f"  start (theta ~ N(0, 0.01^2)):  {start:+.3f}")
     print(f"  best known value:              {best:+.3f}")
+    no_incentive = leader_objective(br, np.r_[np.full(104, -30.0), 30.0])
+    print(f"  no-incentive local optimum:    {no_incentive:+.3f}")
     for name, cls in (("bchg", BCHG), ("naive_pgd", NaivePGD)):
         scores = [r["tail_mean_objective"] for r in results if r["leader"] == name]
         mean, se = np.mean(scores), np.std(scores, ddof=1) / np.sqrt(len(scores))
