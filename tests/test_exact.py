@@ -200,3 +200,20 @@ def test_k_step_follower_state_is_not_advanced_by_exact_calls():
     # and the follower still samples from the restored policy
     np.testing.assert_allclose(br.follower._cum[:, -1], 1.0)
     assert br.follower_action(31) in range(4)
+
+
+def test_hypergradient_with_other_discounts_budget_and_penalty():
+    """γ_L ≠ γ_F, another budget and λ: the occupancy/adjoint bookkeeping must still hold."""
+    env = gym.make(ENV_ID, gamma_leader=0.95, gamma_follower=0.98, incentive_budget=0.5,
+                   penalty_weight=2.0, slip_prob=0.2)
+    br = BestResponse(env, beta=0.004, tol=1e-12)
+    rng = np.random.default_rng(11)
+    theta = rng.normal(0, 1, 105)
+    grad = hypergradient(br, theta)
+    norm = np.linalg.norm(grad)
+    assert norm > 1e-3
+    for _ in range(2):
+        d = rng.normal(size=105)
+        d /= np.linalg.norm(d)
+        assert abs(_fd(br, theta, d) - grad @ d) < 1e-4 * norm
+    assert _fd(br, theta, grad / norm) == pytest.approx(norm, rel=1e-4)

@@ -208,12 +208,25 @@ def test_k_step_follower_via_best_response():
     ({"beta": 0.0}, "beta"), ({"beta": np.nan}, "beta"), ({"gamma": 1.0}, "gamma"),
     ({"solver": "magic"}, "solver"), ({"max_iterations": 0}, "max_iterations"),
     ({"tol": 0.0}, "tol"), ({"q0": np.zeros((3, 3))}, "q0"),
+    ({"q0": np.full((104, 4), np.nan)}, "q0"), ({"max_iterations": 2.5}, "max_iterations"),
+    ({"max_iterations": True}, "max_iterations"),
 ])
 def test_solver_bad_input(kwargs, name):
     _, model = four_rooms_model()
     args = {"beta": 0.005, "gamma": 0.99, **kwargs}
     with pytest.raises(ValueError, match=name):
         soft_value_iteration(model, args.pop("beta"), args.pop("gamma"), **args)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"beta": -1.0}, "beta"), ({"solver": "magic"}, "solver"),
+    ({"max_iterations": 0}, "max_iterations"), ({"max_iterations": 1.5}, "max_iterations"),
+])
+def test_follower_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TabularSoftFollower(**{"beta": 0.005, **kwargs})
+    with pytest.raises(ValueError, match=name):
+        BestResponse(gym.make(ENV_ID), **{"beta": 0.005, **kwargs})
 
 
 # ---------------------------------------------------------------------- rollouts

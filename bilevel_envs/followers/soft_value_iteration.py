@@ -48,6 +48,13 @@ def soft_bellman_backup(q: np.ndarray, model: TabularModel, r: np.ndarray, beta:
     return r + gamma * model.continuation_values(v)
 
 
+def _check_max_iterations(max_iterations) -> None:
+    if max_iterations is not None and (
+            isinstance(max_iterations, (bool, np.bool_))
+            or not isinstance(max_iterations, (int, np.integer)) or max_iterations < 1):
+        raise ValueError(f"max_iterations must be an integer >= 1 or None, got {max_iterations!r}")
+
+
 @dataclass(frozen=True)
 class SoftVIResult:
     """A solved follower: soft Q, soft V, Boltzmann policy, iterations used, final residual."""
@@ -85,8 +92,7 @@ def soft_value_iteration(
         raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-    if max_iterations is not None and int(max_iterations) < 1:
-        raise ValueError(f"max_iterations must be >= 1 or None, got {max_iterations!r}")
+    _check_max_iterations(max_iterations)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     S, B = model.n_states, model.n_actions
@@ -96,6 +102,8 @@ def soft_value_iteration(
     q = np.zeros((S, B)) if q0 is None else np.array(q0, dtype=np.float64)
     if q.shape != (S, B):
         raise ValueError(f"q0 must have shape {(S, B)}, got {q.shape}")
+    if not np.all(np.isfinite(q)):  # else: 10,000 NaN Newton steps before an error
+        raise ValueError("q0 contains NaN or inf")
     cap = max_iterations if max_iterations is not None else (
         10_000 if solver == "newton" else int(50 * np.log(1e3 / tol) / max(1 - gamma, 1e-6)))
     iterations, residual = 0, np.inf
@@ -140,8 +148,7 @@ class TabularSoftFollower:
         self.beta = check_beta(beta)
         if solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-        if max_iterations is not None and int(max_iterations) < 1:
-            raise ValueError(f"max_iterations must be >= 1 or None, got {max_iterations!r}")
+        _check_max_iterations(max_iterations)
         self.tol, self.max_iterations = float(tol), max_iterations
         self.solver, self.warm_start = solver, bool(warm_start)
         self.result: SoftVIResult | None = None
