@@ -543,12 +543,23 @@ def test_unknown_env_kwarg_raises_type_error_naming_it():
     ({"incentive_budget": -0.2}, "incentive_budget"),
     ({"penalty_weight": np.nan}, "penalty_weight"),
     ({"render_mode": "rgb"}, "render_mode"),
+    ({"slip_prob": "0.1"}, "slip_prob"),
+    ({"incentive_budget": np.inf}, "incentive_budget"),
+    ({"penalty_weight": None}, "penalty_weight"),
+    ({"gamma_follower": "0.9"}, "gamma_follower"),
 ])
 def test_bad_env_kwargs_raise(kwargs, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gym.make warns about an undeclared render_mode first
         with pytest.raises(ValueError, match=name):
             gym.make(ENV_ID, **kwargs)
+
+
+@pytest.mark.parametrize("steps", [0, -5, 2.5, "200", True])
+def test_bad_max_episode_steps_raises(steps):
+    # gym.make(..., max_episode_steps=) sets the TimeLimit; the class kwarg is the problem's own
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        FourRoomsEnv(max_episode_steps=steps)
 
 
 @pytest.mark.parametrize("action", [4, -1, 1.0, 2.5, True, np.array([1]), "1", None])

@@ -102,6 +102,15 @@ class FourRoomsEnv(TabularConfigurableEnv):
                  penalty_weight: float = 5.0, gamma_follower: float = 0.99,
                  gamma_leader: float = 0.99, max_episode_steps: int = 200,
                  render_mode: str | None = None):
+        for name, x in (("slip_prob", slip_prob), ("incentive_budget", incentive_budget),
+                        ("penalty_weight", penalty_weight), ("gamma_follower", gamma_follower),
+                        ("gamma_leader", gamma_leader)):
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.number)) \
+                    or not np.isfinite(x):
+                raise ValueError(f"{name} must be a finite number, got {x!r}")
+        if isinstance(max_episode_steps, (bool, np.bool_)) \
+                or not isinstance(max_episode_steps, (int, np.integer)):
+            raise ValueError(f"max_episode_steps must be an integer, got {max_episode_steps!r}")
         if not 0.0 <= slip_prob <= 1.0:
             raise ValueError(f"slip_prob must be in [0, 1], got {slip_prob!r}")
         if not incentive_budget >= 0.0:
