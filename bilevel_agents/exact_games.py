@@ -78,8 +78,8 @@ def toy_policy_from_p(p: float, n_states: int = 3) -> np.ndarray:
 
 
 def _toy_backup_torch(q, f, model: ToyModel, gamma, beta, bootstrap):
-    r = torch.as_tensor(model.r_follower, dtype=DT)
-    P = torch.as_tensor(model.P, dtype=DT)
+    r = torch.tensor(model.r_follower, dtype=DT)
+    P = torch.tensor(model.P, dtype=DT)
     if bootstrap == "paper":
         u = (f * beta * torch.logsumexp(q / beta, dim=2)).sum(dim=1)
     else:
@@ -109,12 +109,12 @@ class ToyExact:
 
     def objective(self) -> torch.Tensor:
         """``J_L = Σ μ0(s) V_L(s)`` (infinite horizon, discount γ_L)."""
-        return torch.as_tensor(self.model.mu0, dtype=DT) @ self.v_l
+        return torch.tensor(self.model.mu0, dtype=DT) @ self.v_l
 
     def finite_horizon_return(self, horizon: int, gamma: float = 1.0) -> torch.Tensor:
         """``E Σ_{t<horizon} γ^t r_L`` from ``μ0`` by exact propagation of the state law."""
         P_pi, r_pi = _joint(self.f, self.g, self.model)
-        d = torch.as_tensor(self.model.mu0, dtype=DT)
+        d = torch.tensor(self.model.mu0, dtype=DT)
         total = torch.zeros((), dtype=DT)
         for t in range(int(horizon)):
             total = total + gamma ** t * (d @ r_pi)
@@ -146,8 +146,8 @@ class ToyExact:
 
 def _joint(f, g, model: ToyModel):
     pi = f[..., None] * g  # (S, A, B)
-    P_pi = torch.einsum("sab,sabt->st", pi, torch.as_tensor(model.P, dtype=DT))
-    r_pi = (pi * torch.as_tensor(model.r_leader, dtype=DT)).sum(dim=(1, 2))
+    P_pi = torch.einsum("sab,sabt->st", pi, torch.tensor(model.P, dtype=DT))
+    r_pi = (pi * torch.tensor(model.r_leader, dtype=DT)).sum(dim=(1, 2))
     return P_pi, r_pi
 
 
@@ -167,7 +167,7 @@ def toy_exact(theta: Any, model: ToyModel | None = None, *, beta: float = 0.05,
     th = torch.as_tensor(theta, dtype=DT)
     f = th if probs else torch.softmax(th, dim=1)
     fol = SoftQIterationFollower(beta=beta, gamma=gamma_follower, bootstrap=bootstrap,
-                                 tol=1e-13)
+                                 tol=1e-12)
     fol.solve(model, f.detach().numpy())
     q_f = implicit_fixed_point(
         lambda q: _toy_backup_torch(q, f, model, gamma_follower, beta, bootstrap), fol.soft_q)
@@ -176,9 +176,9 @@ def toy_exact(theta: Any, model: ToyModel | None = None, *, beta: float = 0.05,
     P_pi, r_pi = _joint(f, g, model)
     eye = torch.eye(P_pi.shape[0], dtype=DT)
     v_l = torch.linalg.solve(eye - gamma_leader * P_pi, r_pi)
-    q_l = (torch.as_tensor(model.r_leader, dtype=DT)
-           + gamma_leader * torch.as_tensor(model.P, dtype=DT) @ v_l)
-    occ = torch.linalg.solve((eye - gamma_leader * P_pi).T, torch.as_tensor(model.mu0, dtype=DT))
+    q_l = (torch.tensor(model.r_leader, dtype=DT)
+           + gamma_leader * torch.tensor(model.P, dtype=DT) @ v_l)
+    occ = torch.linalg.solve((eye - gamma_leader * P_pi).T, torch.tensor(model.mu0, dtype=DT))
     return ToyExact(f, q_f, v_f, g, q_l, v_l, occ, model, gamma_leader, gamma_follower, beta)
 
 
@@ -208,7 +208,7 @@ def toy_hypergradient(logits: Any, *, horizon: int | None = None, gamma: float |
 
 
 def toy_optimum(reward: int = 2, bootstrap: str = "paper", *, horizon: int = 150,
-                gamma: float = 1.0, grid: int = 401, **kwargs: Any) -> tuple[float, float]:
+                gamma: float = 1.0, grid: int = 201, **kwargs: Any) -> tuple[float, float]:
     """``(best p = f(0|A), best return)`` by a dense grid over p then a bounded refinement."""
     model = toy_model(reward)
 
@@ -242,9 +242,9 @@ def toy_indifference(reward: int = 2, bootstrap: str = "paper", **kwargs: Any) -
 
 # ============================================================================ LQR game
 def _riccati_map(P, A_eff, p: LQRGameParams, gamma):
-    B = torch.as_tensor(p.B, dtype=DT)
-    Q = torch.as_tensor(p.Qbar, dtype=DT)
-    R = torch.as_tensor(p.Rbar, dtype=DT)
+    B = torch.tensor(p.B, dtype=DT)
+    Q = torch.tensor(p.Qbar, dtype=DT)
+    R = torch.tensor(p.Rbar, dtype=DT)
     S = R + gamma * B.T @ P @ B
     APB = A_eff.T @ P @ B
     return Q + gamma * A_eff.T @ P @ A_eff - gamma ** 2 * APB @ torch.linalg.solve(S, APB.T)
@@ -261,23 +261,23 @@ def lqr_objective_torch(K: torch.Tensor, params: LQRGameParams | None = None, *,
     p = params if params is not None else LQRGameParams()
     n, m, k = p.dims
     K = K.reshape(k, n)
-    A = torch.as_tensor(p.A, dtype=DT)
-    B = torch.as_tensor(p.B, dtype=DT)
-    C = torch.as_tensor(p.C, dtype=DT)
+    A = torch.tensor(p.A, dtype=DT)
+    B = torch.tensor(p.B, dtype=DT)
+    C = torch.tensor(p.C, dtype=DT)
     A_eff = A + C @ K
     P_star = discounted_riccati(A_eff.detach().numpy(), p.B, p.Qbar, p.Rbar, gamma_follower)
     P = implicit_fixed_point(lambda X: _riccati_map(X, A_eff, p, gamma_follower), P_star)
     P = (P + P.T) / 2
-    S = torch.as_tensor(p.Rbar, dtype=DT) + gamma_follower * B.T @ P @ B
+    S = torch.tensor(p.Rbar, dtype=DT) + gamma_follower * B.T @ P @ B
     Ks = gamma_follower * torch.linalg.solve(S, B.T @ P @ A)
     Ka = gamma_follower * torch.linalg.solve(S, B.T @ P @ C)
     Wm = torch.as_tensor(np.asarray(W, dtype=np.float64) * np.eye(k), dtype=DT)
     G = C - B @ Ka
     M = A - B @ Ks + G @ K
     N = G @ Wm @ Wm.T @ G.T + B @ (0.5 * beta * torch.linalg.inv(S)) @ B.T
-    Lam = torch.as_tensor(p.sharpness, dtype=DT)
-    tgt = torch.as_tensor(p.target, dtype=DT)
-    mu = torch.as_tensor(p.s0, dtype=DT)
+    Lam = torch.tensor(p.sharpness, dtype=DT)
+    tgt = torch.tensor(p.target, dtype=DT)
+    mu = torch.tensor(p.s0, dtype=DT)
     cov = torch.zeros((n, n), dtype=DT)
     eye = torch.eye(n, dtype=DT)
     total = torch.zeros((), dtype=DT)
@@ -303,7 +303,7 @@ def lqr_objective_and_grad(K: Any, **kwargs: Any) -> tuple[float, np.ndarray]:
     Kt = torch.tensor(np.asarray(K, dtype=np.float64), requires_grad=True)
     J = lqr_objective_torch(Kt, **kwargs)
     (grad,) = torch.autograd.grad(J, Kt)
-    return float(J), grad.numpy()
+    return float(J.detach()), grad.numpy()
 
 
 # ============================================================================ dispatch
@@ -315,15 +315,15 @@ def _toy_kwargs(br: Any) -> dict:
 
 @leader_objective_impl.register
 def _(problem: ToyGameEnv, br: Any, theta: Any) -> float:
-    f = br.leader_policy if theta is None else torch.softmax(
-        torch.as_tensor(np.asarray(theta, dtype=np.float64)), dim=1).numpy()
+    f = br.leader_policy if theta is None else br.theta_to_policy(theta)
     return toy_objective(f, **_toy_kwargs(br))
 
 
 @hypergradient_impl.register
 def _(problem: ToyGameEnv, br: Any, theta: Any) -> np.ndarray:
-    logits = np.log(np.clip(br.leader_policy, 1e-300, None)) if theta is None else theta
-    return toy_hypergradient(logits, **_toy_kwargs(br))
+    theta = br.config if theta is None else np.asarray(theta, dtype=np.float64)
+    shape = (br.problem.n_states, br.problem.n_leader_actions)
+    return toy_hypergradient(theta.reshape(shape), **_toy_kwargs(br)).reshape(theta.shape)
 
 
 def _lqr_kwargs(br: Any) -> dict:
@@ -339,11 +339,12 @@ def _infinite_horizon(gamma: float, tol: float = 1e-10) -> int:
 
 @leader_objective_impl.register
 def _(problem: LQRGameEnv, br: Any, theta: Any) -> float:
-    K = br.leader_gain if theta is None else theta
+    K = br.leader_gain if theta is None else br.theta_to_policy(theta)[0]
     return lqr_objective(K, **_lqr_kwargs(br))
 
 
 @hypergradient_impl.register
 def _(problem: LQRGameEnv, br: Any, theta: Any) -> np.ndarray:
-    K = br.leader_gain if theta is None else theta
-    return lqr_objective_and_grad(K, **_lqr_kwargs(br))[1].reshape(np.shape(K))
+    theta = br.config if theta is None else np.asarray(theta, dtype=np.float64)
+    K = br.theta_to_policy(theta)[0]
+    return lqr_objective_and_grad(K, **_lqr_kwargs(br))[1].reshape(theta.shape)

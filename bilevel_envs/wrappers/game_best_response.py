@@ -10,6 +10,12 @@ its reward ``r_F`` and its soft value ``V_F(s, a)`` (needed by Theorem 2's eq. 9
 
 Leader policies: the toy game takes ``(S, A)`` probabilities ``f(a|s)``; the LQR game takes the
 gain ``K`` (shape ``(k, n)``) of ``a ~ N(K s, W²)``, optionally as ``(K, W)``.
+
+The wrapper also exposes the leader's *parameter* θ like a configurable MDP does
+(``config_space``, ``config``, ``set_config``), so θ-based leaders (:mod:`bilevel_agents`) and
+:func:`bilevel_agents.exact.hypergradient` work unchanged: toy game θ = the ``S·A`` logits of a
+tabular softmax policy ``f = softmax(θ.reshape(S, A))``; LQR game θ = ``K.ravel()`` (W fixed).
+:meth:`GameBestResponse.leader_score` gives ``∇θ log f_θ(a|s)`` for batches.
 """
 
 from __future__ import annotations
@@ -138,6 +144,7 @@ class GameBestResponse(gym.Env):
             ValueError: malformed policy, or a non-stabilisable LQR at this ``K``.
         """
         self.follower.solve(self.problem, policy)
+        self._theta = None
         if self._is_toy:
             self._leader_probs = self.follower.leader_policy.copy()
             self._leader_cdf = np.cumsum(self._leader_probs, axis=1)
@@ -150,6 +157,65 @@ class GameBestResponse(gym.Env):
         if self._is_toy:
             return self._leader_probs.copy()
         return self._K.copy(), self._W.copy()
+
+    # ------------------------------------------------------------------ θ (policy parameters)
+    @property
+    def config_space(self) -> gym.spaces.Box:
+        """Box of the leader parameter θ (toy: ``S·A`` logits; LQR: ``K.ravel()``)."""
+        if not hasattr(self, "_config_space"):
+            p = self.problem
+            d = (p.n_states * p.n_leader_actions if self._is_toy
+                 else p.leader_action_dim * p.state_dim)
+            self._config_space = gym.spaces.Box(-np.inf, np.inf, (d,), dtype=np.float64)
+        return self._config_space
+
+    @property
+    def config(self) -> np.ndarray:
+        """The current θ (as last set; log-probabilities if the policy was set directly)."""
+        if self._theta is not None:
+            return self._theta.copy()
+        if self._is_toy:
+            return np.log(np.clip(self._leader_probs, 1e-300, None)).ravel()
+        return self._K.ravel().copy()
+
+    def theta_to_policy(self, theta: Any) -> Any:
+        """The leader policy that θ encodes (the argument of :meth:`set_leader_policy`)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != self.config_space.shape or not np.all(np.isfinite(theta)):
+            raise ValueError(f"config (theta) must be a finite array of shape "
+                             f"{self.config_space.shape}, got {theta.shape}")
+        if self._is_toy:
+            z = theta.reshape(self.problem.n_states, self.problem.n_leader_actions)
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            return z / z.sum(axis=1, keepdims=True)
+        p = self.problem
+        return theta.reshape(p.leader_action_dim, p.state_dim), self._W
+
+    def set_config(self, theta: Any) -> None:
+        """Set θ and re-solve the follower (``ValueError`` for a non-stabilisable LQR ``K``)."""
+        policy = self.theta_to_policy(theta)
+        self.set_leader_policy(policy)
+        self._theta = np.asarray(theta, dtype=np.float64).copy()
+
+    def leader_score(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``∇θ log f_θ(a|s)`` at the current θ for batches ``obs (..., ·)``, ``actions``.
+
+        Toy: ``e_s ⊗ (e_a − f(·|s))``. LQR: ``vec(W⁻² (a − Ks) sᵀ)``. Shape ``(..., d)``.
+        """
+        if self._is_toy:
+            p = self.problem
+            obs = np.asarray(obs, dtype=np.int64)
+            actions = np.asarray(actions, dtype=np.int64)
+            inner = np.eye(p.n_leader_actions)[actions] - self._leader_probs[obs]
+            out = np.zeros(obs.shape + (p.n_states, p.n_leader_actions))
+            np.put_along_axis(out, obs[..., None, None], inner[..., None, :], axis=-2)
+            return out.reshape(obs.shape + (-1,))
+        s = np.asarray(obs, dtype=np.float64)
+        a = np.asarray(actions, dtype=np.float64).reshape(s.shape[:-1] + (-1,))
+        resid = a - s @ self._K.T
+        winv2 = np.linalg.inv(self._W @ self._W.T)
+        g = (resid @ winv2.T)[..., :, None] * s[..., None, :]
+        return g.reshape(s.shape[:-1] + (-1,))
 
     @property
     def leader_gain(self) -> np.ndarray:
