@@ -146,3 +146,4 @@ def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> np.ndarray:
 # Problem families registered in their own modules (imported here so that importing
 # bilevel_agents.exact is enough to get every implementation).
 import bilevel_agents.exact_building  # noqa: E402,F401
+import bilevel_agents.exact_games  # noqa: E402,F401  (Markov games: toy and LQR)
