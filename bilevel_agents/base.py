@@ -64,6 +64,8 @@ class Leader(abc.ABC):
         theta0 = self.rng.normal(0.0, init_scale, size=shape) if theta0 is None else theta0
         self.br.set_config(theta0)
         self.iteration = 0
+        #: extra per-iteration diagnostics set by estimate_gradient (critic error, episodes...)
+        self.last_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ the method
     @property
@@ -84,9 +86,6 @@ class Leader(abc.ABC):
         self.br.set_config(self.theta + self.lr * step)
         self.iteration += 1
         return {"grad_norm": float(np.linalg.norm(grad)), **self.last_metrics}
-
-    #: extra per-iteration diagnostics set by estimate_gradient (critic error, episodes, ...)
-    last_metrics: dict[str, float] = {}
 
     def learn(self, iterations: int, **train_kwargs: Any) -> list[dict[str, float]]:
         """Train for ``iterations`` outer iterations with the shared loop

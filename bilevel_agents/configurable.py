@@ -72,7 +72,6 @@ class ConfigurableLeader(Leader):
         self.sarsa_alpha = float(sarsa_alpha)
         self.critic_kwargs = dict(critic_kwargs or {})
         self.critic = self._make_critic(critic if critic is not None else self.default_critic)
-        self.last_metrics = {}
 
     def _make_critic(self, critic: Critic | str | None) -> Critic | None:
         if critic is None or not isinstance(critic, str):
