@@ -217,3 +217,22 @@ def test_hypergradient_with_other_discounts_budget_and_penalty():
         d /= np.linalg.norm(d)
         assert abs(_fd(br, theta, d) - grad @ d) < 1e-4 * norm
     assert _fd(br, theta, grad / norm) == pytest.approx(norm, rel=1e-4)
+
+
+def test_sparse_path_matches_dense_path(monkeypatch):
+    """Maps above TabularModel.DENSE_LIMIT states use sparse solves: same numbers."""
+    from bilevel_envs.core import TabularModel
+
+    theta = np.random.default_rng(12).normal(0, 1, 105)
+    dense = make_br(0.003, tol=1e-12)
+    dense.set_config(theta)
+    assert dense.problem.tabular_model().dense
+    monkeypatch.setattr(TabularModel, "DENSE_LIMIT", 0)
+    sparse = make_br(0.003, tol=1e-12)  # a fresh env: no cached dense tables
+    sparse.set_config(theta)
+    model = sparse.problem.tabular_model()
+    assert not model.dense and model.cont3 is None
+    np.testing.assert_allclose(sparse.soft_q, dense.soft_q, atol=1e-10)
+    assert leader_objective(sparse) == pytest.approx(leader_objective(dense), abs=1e-12)
+    np.testing.assert_allclose(hypergradient(sparse), hypergradient(dense), rtol=1e-8,
+                               atol=1e-13)
