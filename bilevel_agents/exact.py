@@ -46,7 +46,12 @@ def leader_objective(br: Any, theta: Any = None) -> float:
 
 
 def hypergradient(br: Any, theta: Any = None) -> np.ndarray:
-    """Exact ``∇θ J_L(θ, g^{θ†})`` (paper Theorem 1 / 2), an array shaped like θ."""
+    """Exact ``∇θ J_L(θ, g^{θ†})`` (paper Theorem 1 / 2), an array shaped like θ.
+
+    It differentiates the *exact* best response: with a k-step follower
+    (``max_iterations=k``) it is the gradient the leader would have if the follower were
+    optimal, evaluated at the k-step policy.
+    """
     return np.asarray(hypergradient_impl(_problem(br), br, theta), dtype=np.float64)
 
 

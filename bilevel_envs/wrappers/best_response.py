@@ -190,7 +190,7 @@ def _check_initial_states(problem, initial_states, n_envs) -> np.ndarray:
 
 #: up to this many streams, tabular rollouts walk the chain with scalar code (no numpy
 #: per-step overhead); wider batches step all streams together in numpy
-_WALK_MAX_ENVS = 8
+_WALK_MAX_ENVS = 16
 
 
 def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) -> Batch:
