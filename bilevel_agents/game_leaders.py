@@ -107,7 +107,7 @@ class TabularGameCritic:
 
 
 class MLPGameCritic:
-    """MLP ``Q_L(s, a, b)`` (2×64 ReLU, as the paper) trained by TD with a target network.
+    """MLP ``Q_L(s, a, b)`` (2×64 ReLU, as the paper; float32) trained by TD with a target network.
 
     SARSA-style target (Alg. 3) ``y = r_L + γ_L Q̄(s', a', b')`` with ``a' ~ f(·|s')``,
     ``b' ~ g(·|s', a')`` sampled from the current policies; Adam, minibatches of ``batch_size``,
@@ -120,7 +120,7 @@ class MLPGameCritic:
             torch.manual_seed(int(seed))
         self.net = torch.nn.Sequential(
             torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-            torch.nn.ReLU(), torch.nn.Linear(hidden, 1)).double()
+            torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
         self.target = copy.deepcopy(self.net)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.steps, self.batch_size, self.tau = int(steps), int(batch_size), float(tau)
@@ -132,11 +132,11 @@ class MLPGameCritic:
         lead = s.shape[:-1]
         x = np.concatenate([s, np.asarray(a, np.float64).reshape(lead + (-1,)),
                             np.asarray(b, np.float64).reshape(lead + (-1,))], axis=-1)
-        return torch.from_numpy(x)
+        return torch.from_numpy(x.astype(np.float32))
 
     def values(self, s, a, b) -> np.ndarray:
         with torch.no_grad():
-            return self.net(self._inputs(s, a, b))[..., 0].numpy()
+            return self.net(self._inputs(s, a, b))[..., 0].numpy().astype(np.float64)
 
     def update(self, data: GameBatch, br: Any, gamma: float) -> float:
         n_s = data.obs.shape[-1]
@@ -152,7 +152,7 @@ class MLPGameCritic:
             a2 = br.sample_leader_actions(s2[idx], self._rng)
             b2 = br.follower.sample_actions(br.problem.follower_obs(s2[idx], a2), self._rng)
             with torch.no_grad():
-                y = torch.from_numpy(r[idx]) + gamma * self.target(
+                y = torch.from_numpy(r[idx].astype(np.float32)) + gamma * self.target(
                     self._inputs(s2[idx], a2, b2))[:, 0]
             loss = torch.mean((self.net(x[idx])[:, 0] - y) ** 2)
             self.opt.zero_grad()
@@ -161,7 +161,7 @@ class MLPGameCritic:
             with torch.no_grad():
                 for p, pt in zip(self.net.parameters(), self.target.parameters()):
                     pt.mul_(1 - self.tau).add_(self.tau * p)
-            err = float(loss)
+            err = float(loss.detach())
         return err
 
     def state_dict(self) -> dict:
@@ -193,7 +193,7 @@ class GameLeader(Leader):
         explore_iterations: iterations whose batches use a random leader (the authors' LQR runs
             play ``N(0, 1)`` actions for the first 4000 steps); no actor update then.
         benefit_samples: follower samples ``M`` per Benefit (``None``: exact expectation under
-            a tabular follower; LQR default 256).
+            a tabular follower; LQR default 32; the authors use 256).
         control_variates: use the unbiased baselines described in the module docstring.
     """
 
@@ -218,7 +218,7 @@ class GameLeader(Leader):
         self.control_variates = bool(control_variates)
         self._tabular = br._is_toy
         if benefit_samples is None and not self._tabular:
-            benefit_samples = 256
+            benefit_samples = 32
         self.benefit_samples = benefit_samples
         if critic is None:
             ck = dict(critic_kwargs or {})

@@ -1,0 +1,540 @@
+"""Markov games: PettingZoo conformance, followers, exact ground truth, Theorem 2, leaders."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from pettingzoo.test import api_test, parallel_api_test, seed_test
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from bilevel_agents.exact import hypergradient, leader_objective
+from bilevel_agents.exact_games import (
+    lqr_objective,
+    lqr_objective_and_grad,
+    toy_exact,
+    toy_hypergradient,
+    toy_indifference,
+    toy_objective,
+    toy_policy_from_p,
+)
+from bilevel_agents.game_estimators import (
+    bchg_game_gradient,
+    bchg_weights,
+    benefit_exact,
+    benefit_from_samples,
+    discounted_forward_cumsum,
+    discounted_reverse_cumsum,
+    follower_q_grad,
+    partial_derivative,
+)
+from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD, TabularGameCritic
+from bilevel_envs.followers.maxent_lqr_game import MaxEntLQRGameFollower, discounted_riccati
+from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower, soft_q_backup
+from bilevel_envs.games import lqr_game_v0, toy_game_v0
+from bilevel_envs.games._toy_logic import toy_model
+from bilevel_envs.wrappers import BestResponse
+from bilevel_envs.wrappers.game_best_response import GameBestResponse
+
+GAMES = [toy_game_v0, lqr_game_v0]
+
+
+# ============================================================================ PettingZoo
+@pytest.mark.parametrize("mod", GAMES, ids=lambda m: m.__name__.split(".")[-1])
+def test_pettingzoo_api(mod):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        api_test(mod.env(), num_cycles=300)
+        parallel_api_test(mod.parallel_env(), num_cycles=300)
+        seed_test(mod.env, num_cycles=100)
+        api_test(parallel_to_aec(mod.parallel_env()), num_cycles=100)
+
+
+@pytest.mark.parametrize("mod", GAMES, ids=lambda m: m.__name__.split(".")[-1])
+def test_pettingzoo_determinism_many_steps(mod):
+    def run():
+        env = mod.env()
+        env.reset(seed=3)
+        for ag in env.possible_agents:
+            env.action_space(ag).seed(7)
+        out = []
+        for agent in env.agent_iter(max_iter=2 * 60):
+            obs, rew, term, trunc, _ = env.last()
+            out.append((agent, np.array(obs, dtype=float).tolist(), rew, term, trunc))
+            env.step(None if term or trunc else env.action_space(agent).sample())
+        return out
+
+    assert run() == run()
+
+
+def test_toy_aec_round_and_rewards():
+    env = toy_game_v0.env(reward=2)
+    env.reset(seed=0)
+    assert env.agent_selection == "leader" and int(env.observe("leader")) == 0
+    env.step(0)  # leader in S
+    assert env.observe("follower").tolist() == [0, 0]
+    env.step(1)  # follower plays "a": leader +1, follower +1, S -> A
+    assert env.rewards == {"leader": 1.0, "follower": 1.0}
+    assert int(env.observe("leader")) == 1
+    env.step(0)
+    env.step(2)  # A, leader 0, follower "b": follower +R, -> B
+    assert env.rewards == {"leader": 0.0, "follower": 2.0}
+    assert int(env.observe("leader")) == 2
+    assert isinstance(env.rewards["leader"], float)
+
+
+def test_toy_model_tables():
+    m = toy_model(2)
+    assert m.P.shape == (3, 2, 3, 3) and np.allclose(m.P.sum(-1), 1)
+    assert m.next_state[1, 1].tolist() == [0, 0, 0]  # A, leader 1: all to S
+    assert m.next_state[1, 0].tolist() == [0, 1, 2]
+    assert m.next_state[0, 0].tolist() == [0, 1, 2] and m.next_state[2, 1].tolist() == [0, 2, 2]
+    assert m.r_follower[1, 0, 2] == 2 and toy_model(1).r_follower[1, 0, 2] == 1
+    assert np.all(m.r_follower[1, 1] == -1) and m.r_leader.sum() == 2  # S·*·a only
+    assert toy_game_v0.raw_env(reward=1).model.r_follower[1, 0, 2] == 1
+
+
+@pytest.mark.parametrize("bad", [0, 3, 1.5, "2", True])
+def test_toy_bad_reward(bad):
+    with pytest.raises(ValueError, match="reward"):
+        toy_game_v0.env(reward=bad)
+
+
+def test_bad_actions():
+    env = toy_game_v0.env()
+    env.reset()
+    for bad in (2, -1, 0.5, True):
+        with pytest.raises(ValueError, match="leader"):
+            env.step(bad)
+    env = lqr_game_v0.env()
+    env.reset()
+    with pytest.raises(ValueError, match="leader"):
+        env.step(np.array([np.nan]))
+    with pytest.raises(ValueError, match="leader"):
+        env.step(np.zeros(3))
+
+
+def test_lqr_dynamics():
+    g = lqr_game_v0.raw_env()
+    p = g.params
+    s, a, b = np.array([[1.0, -0.5]]), np.array([[0.3]]), np.array([[-0.2]])
+    nxt, r_f, r_l = g.transition(s, a, b)
+    assert np.allclose(nxt, s @ p.A.T + b @ p.B.T + a @ p.C.T)
+    assert np.isclose(r_f[0], -(1.25 + 0.04))
+    d = s[0] - np.array([-0.8, 0.0])
+    assert np.isclose(r_l[0], np.exp(-0.5 * (25 * d[0] ** 2 + 1e4 * d[1] ** 2)))
+    with pytest.raises(ValueError, match="gamma_follower"):
+        lqr_game_v0.env(gamma_follower=1.0)
+
+
+# ============================================================================ followers
+@pytest.mark.parametrize("bootstrap", ["paper", "official"])
+def test_soft_q_iteration_fixed_point(bootstrap):
+    m = toy_model(2)
+    f = toy_policy_from_p(0.45)
+    pi = SoftQIterationFollower(0.05, 0.99, bootstrap=bootstrap, tol=1e-12)
+    pi.solve(m, f)
+    vi = SoftQIterationFollower(0.05, 0.99, bootstrap=bootstrap, method="value_iteration",
+                                tol=1e-12)
+    vi.solve(m, f)
+    assert pi.converged and pi.iterations < 30
+    assert np.abs(pi.soft_q - vi.soft_q).max() < 1e-8
+    resid = soft_q_backup(pi.soft_q, f, m.r_follower, m.P, 0.99, 0.05, bootstrap) - pi.soft_q
+    assert np.abs(resid).max() < 1e-8
+    assert np.allclose(pi.policy.sum(-1), 1) and pi.soft_v.shape == (3, 2)
+
+
+def test_official_form_reproduces_paper_follower():
+    fol = SoftQIterationFollower(0.05, 0.99, bootstrap="official")
+    fol.solve(toy_model(2), toy_policy_from_p(0.4))
+    assert np.allclose(fol.policy[0, 0], [0.0, 0.473, 0.527], atol=2e-3)
+
+
+def test_soft_q_iteration_warm_start_k_step_and_bad_input():
+    m = toy_model(2)
+    fol = SoftQIterationFollower(0.05, 0.99, method="value_iteration", tol=1e-10)
+    fol.solve(m, toy_policy_from_p(0.5))
+    cold = fol.iterations
+    fol.solve(m, toy_policy_from_p(0.51))
+    assert fol.iterations < cold
+    one = SoftQIterationFollower(0.05, 0.99, method="value_iteration", max_iterations=1)
+    one.solve(m, toy_policy_from_p(0.5))
+    # one backup from Q = 0: r_F + γ β log 3 (the uniform policy's entropy bonus)
+    assert np.allclose(one.soft_q, m.r_follower + 0.99 * 0.05 * np.log(3)) and not one.converged
+    for kw, name in (({"beta": 0.0}, "beta"), ({"beta": -1}, "beta"),
+                     ({"beta": 0.1, "bootstrap": "x"}, "bootstrap"),
+                     ({"beta": 0.1, "method": "x"}, "method")):
+        with pytest.raises(ValueError, match=name):
+            SoftQIterationFollower(**kw)
+    with pytest.raises(ValueError, match="leader_policy"):
+        fol.solve(m, np.ones((3, 2)))
+
+
+def test_sampled_follower_actions_follow_policy():
+    fol = SoftQIterationFollower(0.5, 0.9)
+    fol.solve(toy_model(2), toy_policy_from_p(0.5))
+    obs = np.tile([[1, 0]], (40000, 1))
+    freq = np.bincount(fol.sample_actions(obs, np.random.default_rng(0)), minlength=3) / 40000
+    assert np.allclose(freq, fol.policy[1, 0], atol=0.01)
+
+
+def test_maxent_lqr_game_follower_closed_form():
+    g = lqr_game_v0.raw_env()
+    p = g.params
+    K = np.array([[-0.7, 0.4]])
+    fol = MaxEntLQRGameFollower(beta=0.1, gamma=0.95)
+    fol.solve(g, (K, 1e-3))
+    # Riccati iteration (eq. 110) reaches the DARE solution
+    A2 = p.A + p.C @ K
+    P = p.Qbar.copy()
+    for _ in range(2000):
+        S = p.Rbar + 0.95 * p.B.T @ P @ p.B
+        P = p.Qbar + 0.95 * A2.T @ P @ A2 - 0.95 ** 2 * A2.T @ P @ p.B @ np.linalg.solve(
+            S, p.B.T @ P @ A2)
+    assert np.allclose(P, fol.P, atol=1e-9)
+    rng = np.random.default_rng(0)
+    s, a = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+    mu, cov = fol.policy(s, a)
+    # eq. 77: mean −γ S⁻¹BᵀP(As + Ca)
+    assert np.allclose(mu, -(0.95 * np.linalg.solve(fol.S, p.B.T @ fol.P) @ (
+        s @ p.A.T + a @ p.C.T).T).T)
+    # soft Bellman identity V = β log ∫ exp(Q/β) db for the Gaussian-quadratic Q (eq. 89)
+    v_from_q = fol.soft_q(s, a, mu) + 0.05 * np.log(np.pi * 0.1) - 0.05 * np.log(
+        np.linalg.det(fol.S))
+    assert np.allclose(fol.soft_v(s, a), v_from_q)
+    assert np.allclose(fol.soft_q(s, a, mu + 0.3) - fol.soft_q(s, a, mu), -fol.S[0, 0] * 0.09)
+    # Q is r_F + γ E V(s', a') — check the expectation over a' by sampling
+    b = mu + 0.1
+    nxt = s @ p.A.T + b @ p.B.T + a @ p.C.T
+    eps = rng.standard_normal(4000)
+    ev = np.mean([fol.soft_v(nxt, nxt @ K.T + 1e-3 * e) for e in eps], axis=0)
+    r_f = -((s ** 2).sum(1) + b[:, 0] ** 2)
+    assert np.allclose(fol.soft_q(s, a, b), r_f + 0.95 * ev, atol=1e-5)
+
+
+def test_lqr_not_stabilisable_and_bad_beta():
+    g = lqr_game_v0.raw_env()
+    with pytest.raises(ValueError, match="stabilisable"):
+        MaxEntLQRGameFollower(0.1).solve(g, np.array([[-30.0, -10.0]]))
+    with pytest.raises(ValueError, match="beta"):
+        MaxEntLQRGameFollower(0.0)
+    with pytest.raises(ValueError, match="stabilisable"):
+        discounted_riccati(np.array([[2.0]]), np.array([[0.0]]), np.eye(1), np.eye(1), 0.99)
+
+
+# ============================================================================ wrapper
+@pytest.mark.parametrize("mod,beta", [(toy_game_v0, 0.05), (lqr_game_v0, 0.1)])
+def test_game_best_response_env(mod, beta):
+    br = BestResponse(mod.env(), beta=beta)
+    assert isinstance(br, GameBestResponse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(br, skip_render_check=True)
+    obs, _ = br.reset(seed=0)
+    _, r, term, trunc, info = br.step(br.action_space.sample())
+    assert set(info) == {"follower_action", "follower_reward", "follower_value"}
+    assert isinstance(r, float) and not term and not trunc
+    b1 = br.rollout(3, seed=5)
+    b2 = br.rollout(3, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(b1, b2))
+    assert b1.r_leader.shape == (3, br.max_episode_steps)
+    theta = np.random.default_rng(1).normal(size=br.config_space.shape) * 0.3
+    br.set_config(theta)
+    assert np.allclose(br.config, theta)
+    with pytest.raises(ValueError):
+        br.set_config(np.zeros(7))
+    with pytest.raises(ValueError, match="beta"):
+        BestResponse(mod.env(), beta=-1.0)
+
+
+def test_game_best_response_truncates_and_values():
+    br = BestResponse(toy_game_v0.parallel_env(reward=1), beta=0.05)
+    obs, _ = br.reset(seed=0)
+    for t in range(150):
+        nxt, _, _, trunc, info = br.step(0)
+        assert trunc == (t == 149)
+        assert np.isclose(info["follower_value"], br.soft_v[int(obs), 0])
+        obs = nxt
+    b = br.rollout(2, seed=0)
+    assert np.allclose(b.follower_value, br.soft_v[b.obs, b.leader_actions])
+
+
+def test_leader_score_matches_finite_differences():
+    for mod, beta in ((toy_game_v0, 0.05), (lqr_game_v0, 0.1)):
+        br = BestResponse(mod.env(), beta=beta)
+        br.set_config(np.random.default_rng(0).normal(size=br.config_space.shape) * 0.4)
+        b = br.rollout(2, seed=0, horizon=4)
+        sc = br.leader_score(b.obs, b.leader_actions)
+        th = br.config
+
+        def logf(t):
+            if mod is toy_game_v0:
+                f = br.theta_to_policy(t)
+                return np.log(f[b.obs, b.leader_actions])
+            K = t.reshape(1, 2)
+            r = b.leader_actions[..., 0] - (b.obs @ K.T)[..., 0]
+            return -0.5 * r ** 2 / 1e-6
+
+        eps = 1e-6
+        fd = np.stack([(logf(th + eps * e) - logf(th - eps * e)) / (2 * eps)
+                       for e in np.eye(th.size)], -1)
+        assert np.allclose(fd, sc, rtol=1e-5, atol=1e-4 * np.abs(sc).max())
+
+
+# ============================================================================ exact toy
+@pytest.mark.parametrize("R,bootstrap,p,undisc,disc", [
+    (2, "paper", 0.497, 59.750, 31.166), (2, "official", 0.509, 59.481, 31.026),
+    (1, "paper", 0.833, 52.324, 27.316), (1, "official", 0.842, 52.209, 27.256)])
+def test_toy_known_optima(R, bootstrap, p, undisc, disc):
+    kw = dict(reward=R, bootstrap=bootstrap, horizon=150)
+    assert toy_objective(toy_policy_from_p(p), gamma=1.0, **kw) == pytest.approx(undisc, abs=2e-3)
+    assert toy_objective(toy_policy_from_p(p), gamma=0.99, **kw) == pytest.approx(disc, abs=3e-3)
+    for q in (p - 0.02, p + 0.02):  # a local maximum in p
+        assert toy_objective(toy_policy_from_p(q), gamma=1.0, **kw) < undisc
+
+
+def test_toy_indifference_and_baseline_value():
+    assert toy_indifference(2, "official") == pytest.approx(0.402, abs=1e-3)
+    assert toy_objective(toy_policy_from_p(0.4), reward=2, bootstrap="official",
+                         horizon=150, gamma=1.0) == pytest.approx(32.57, abs=0.01)
+
+
+@pytest.mark.parametrize("bootstrap", ["paper", "official"])
+def test_toy_hypergradient_vs_finite_differences(bootstrap):
+    th = np.random.default_rng(2).normal(size=(3, 2)) * 0.5
+    for horizon, gamma in ((None, None), (150, 1.0)):
+        g = toy_hypergradient(th, bootstrap=bootstrap, horizon=horizon, gamma=gamma)
+        eps = 1e-5
+        fd = np.zeros_like(th)
+        for i in np.ndindex(th.shape):
+            e = np.zeros_like(th)
+            e[i] = eps
+            J = [toy_objective(torch.softmax(torch.tensor(th + d), 1).numpy(),
+                               bootstrap=bootstrap, horizon=horizon, gamma=gamma)
+                 for d in (e, -e)]
+            fd[i] = (J[0] - J[1]) / (2 * eps)
+        assert np.allclose(g, fd, atol=2e-5 * (1 + np.abs(fd).max()))
+
+
+def test_exact_dispatch_through_wrapper():
+    br = BestResponse(toy_game_v0.env(reward=2), beta=0.05)
+    th = np.random.default_rng(3).normal(size=6) * 0.5
+    g = hypergradient(br, th)
+    assert g.shape == (6,)
+    assert np.allclose(g, toy_hypergradient(th.reshape(3, 2)).ravel())
+    br.set_config(th)
+    assert leader_objective(br) == pytest.approx(leader_objective(br, th))
+    assert np.allclose(br.config, th)  # θ left as it was
+
+
+# ============================================================================ Theorem 2
+def _toy_setup(theta, **kw):
+    th = torch.tensor(theta, requires_grad=True)
+    ex = toy_exact(th, **kw)
+    f = ex.f.detach().numpy()
+    S, A = f.shape
+    score = np.zeros((S, A, S, A))
+    idx = np.arange(S)
+    score[idx, :, idx, :] = np.eye(A)[None] - f[:, None, :]
+    return th, ex, f, score
+
+
+def test_theorem2_occupancy_form_equals_autograd():
+    """eq. 8 with exact Q_L, Benefit and eq. 9 (linear solve) == d J / d θ by autograd."""
+    theta = np.random.default_rng(0).normal(size=(3, 2)) * 0.5
+    for bootstrap_kw in ({}, {"beta": 0.3, "gamma_follower": 0.9}):
+        th, ex, f, score = _toy_setup(theta, **bootstrap_kw)
+        g, q_l = ex.g.detach().numpy(), ex.q_l.detach().numpy()
+        d = ex.occupancy.detach().numpy()
+        dqf = ex.follower_q_grad_eq9(th)
+        w = d[:, None, None] * f[:, :, None] * g
+        est = (np.einsum("sab,sab,saxy->xy", w, q_l, score)
+               + np.einsum("sab,sab,sabxy->xy", w, benefit_exact(q_l, g) / ex.beta, dqf))
+        (exact,) = torch.autograd.grad(ex.objective(), th)
+        assert np.allclose(est, exact.numpy(), atol=1e-9)
+
+
+def test_eq9_vs_implicit_derivative_of_q_follower():
+    """eq. 9 equals ∇Q_F (implicit differentiation) plus V_F(s,a)∇log f(a|s) (eq. 34b)."""
+    theta = np.random.default_rng(1).normal(size=(3, 2)) * 0.5
+    th, ex, f, score = _toy_setup(theta)
+    jac = np.stack([torch.autograd.grad(ex.q_f.reshape(-1)[i], th, retain_graph=True)[0].numpy()
+                    for i in range(18)]).reshape(3, 2, 3, 3, 2)
+    eq9 = ex.follower_q_grad_eq9(th)
+    vf = ex.v_f.detach().numpy()
+    assert np.allclose(eq9, jac + vf[:, :, None, None, None] * score[:, :, None], atol=1e-8)
+
+
+def test_theorem2_monte_carlo_with_exact_critic():
+    """The average BC-HG estimate (exact leader critic) agrees with the exact hypergradient."""
+    kw = dict(beta=0.5, gamma_follower=0.9, gamma_leader=0.9)
+    theta = np.random.default_rng(0).normal(size=(3, 2)) * 0.5
+    exact = toy_hypergradient(theta, **kw)
+    th, ex, f, _ = _toy_setup(theta, **kw)
+    g, q_l = ex.g.detach().numpy(), ex.q_l.detach().numpy()
+    br = GameBestResponse(toy_game_v0.raw_env(gamma_follower=0.9, gamma_leader=0.9), beta=0.5)
+    br.set_leader_policy(f)
+    E, T = 2000, 150
+    b = br.rollout(E, seed=2, horizon=T)
+    s, a, bb = b.obs, b.leader_actions, b.follower_actions
+    sc = br.leader_score(s, a)
+    v_l = ex.v_l.detach().numpy()
+    B = benefit_exact(q_l, g)[s, a, bb]
+    base = (f * ex.v_f.detach().numpy()).sum(1)[s]
+    w = bchg_weights(q_l[s, a, bb] - v_l[s], B, b.follower_value, 0.5, 0.9, 0.9,
+                     baseline=base, include_first=False)
+    per_episode = np.einsum("et,etd->ed", w, sc)
+    mean, se = per_episode.mean(0), per_episode.std(0) / np.sqrt(E)
+    assert np.all(np.abs(mean - exact.ravel()) < 4 * se + 0.01)
+    assert mean @ exact.ravel() / (np.linalg.norm(mean) * np.linalg.norm(exact)) > 0.99
+    # the weight form equals the explicit eq. 8 sum on the same data
+    full = bchg_game_gradient(q_l[s, a, bb] - v_l[s], B, b.follower_value, sc, 0.5, 0.9, 0.9,
+                              baseline=base, include_first=False)
+    assert np.allclose(full, mean, atol=1e-9)
+
+
+# ============================================================================ estimators
+def test_discounted_cumsums_vs_loops():
+    x = np.random.default_rng(0).normal(size=(3, 7, 2))
+    rev, fwd = discounted_reverse_cumsum(x, 0.8), discounted_forward_cumsum(x, 0.8)
+    for e in range(3):
+        for t in range(7):
+            assert np.allclose(rev[e, t], sum(0.8 ** (k - t) * x[e, k] for k in range(t, 7)))
+            assert np.allclose(fwd[e, t], sum(0.8 ** (t - k) * x[e, k] for k in range(t + 1)))
+    with pytest.raises(ValueError, match="gamma"):
+        discounted_reverse_cumsum(x, 1.5)
+
+
+def test_follower_q_grad_explicit_and_weights():
+    rng = np.random.default_rng(1)
+    E, T, d = 2, 6, 3
+    v, sc, B, q = rng.normal(size=(E, T)), rng.normal(size=(E, T, d)), rng.normal(size=(E, T)), \
+        rng.normal(size=(E, T))
+    dq = follower_q_grad(v, sc, 0.7)
+    for t in range(T):  # Alg. 7 on the suffix
+        assert np.allclose(dq[:, t], sum(0.7 ** (k - t) * v[:, k, None] * sc[:, k]
+                                          for k in range(t, T)))
+    explicit = bchg_game_gradient(q, B, v, sc, 0.2, 0.9, 0.7)
+    via_w = np.einsum("et,etd->d", bchg_weights(q, B, v, 0.2, 0.9, 0.7), sc) / E
+    assert np.allclose(explicit, via_w)
+    assert np.allclose(partial_derivative(q, sc, 0.9),
+                       np.einsum("et,etd->d", q * 0.9 ** np.arange(T), sc) / E)
+    assert np.allclose(partial_derivative(q, sc), (q[..., None] * sc).reshape(-1, d).mean(0))
+    with pytest.raises(ValueError, match="beta"):
+        bchg_game_gradient(q, B, v, sc, 0.0, 0.9, 0.7)
+
+
+def test_benefit_from_samples_converges():
+    rng = np.random.default_rng(0)
+    g = np.array([0.2, 0.5, 0.3])
+    q = np.array([1.0, -2.0, 4.0])
+    samples = q[rng.choice(3, p=g, size=(3, 20000))]
+    est = benefit_from_samples(q, samples)
+    assert np.allclose(est, benefit_exact(q[None], g[None])[0], atol=0.05)
+
+
+def test_follower_q_grad_expectation_matches_eq9():
+    """Monte Carlo of Alg. 7 from (S, a0, b0) agrees with eq. 9 solved exactly."""
+    kw = dict(beta=0.5, gamma_follower=0.9, gamma_leader=0.9)
+    theta = np.random.default_rng(4).normal(size=(3, 2)) * 0.5
+    th, ex, f, _ = _toy_setup(theta, **kw)
+    br = GameBestResponse(toy_game_v0.raw_env(gamma_follower=0.9, gamma_leader=0.9), beta=0.5)
+    br.set_leader_policy(f)
+    b = br.rollout(3000, seed=1, horizon=150)
+    dq = follower_q_grad(b.follower_value, br.leader_score(b.obs, b.leader_actions), 0.9)[:, 0]
+    eq9 = ex.follower_q_grad_eq9(th).reshape(3, 2, 3, -1)
+    for a0 in range(2):
+        for b0 in (1, 2):
+            sel = (b.leader_actions[:, 0] == a0) & (b.follower_actions[:, 0] == b0)
+            if sel.sum() < 200:
+                continue
+            m, se = dq[sel].mean(0), dq[sel].std(0) / np.sqrt(sel.sum())
+            assert np.all(np.abs(m - eq9[0, a0, b0]) < 4 * se + 1e-3)
+
+
+# ============================================================================ exact LQR
+@pytest.mark.parametrize("K,J", [((0.0, 0.0), 0.0149), ((-9.683, -10.25), 3.840),
+                                 ((-9.9655, -10.0), 18.43)])
+def test_lqr_known_values(K, J):
+    assert lqr_objective(np.array([K])) == pytest.approx(J, abs=6e-3)
+
+
+def test_lqr_gradient_vs_finite_differences():
+    K = np.array([[-9.0, -9.5]])
+    J, g = lqr_objective_and_grad(K)
+    eps = 1e-6
+    fd = [(lqr_objective(K + eps * e.reshape(1, 2)) - lqr_objective(K - eps * e.reshape(1, 2)))
+          / (2 * eps) for e in np.eye(2)]
+    assert np.allclose(g.ravel(), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_lqr_objective_vs_monte_carlo():
+    K = np.array([[-9.683, -10.25]])
+    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    br.set_leader_policy(K)
+    ret = br.rollout(3000, seed=0).returns()
+    assert abs(ret.mean() - lqr_objective(K)) < 4 * ret.std() / np.sqrt(len(ret))
+    assert leader_objective(br) == pytest.approx(
+        lqr_objective(K, horizon=2292, gamma=0.99), rel=1e-9)
+    g = hypergradient(br)
+    assert g.shape == (2,) and np.all(np.isfinite(g))
+
+
+# ============================================================================ leaders
+def _toy_leader(cls, seed=0, **kw):
+    br = BestResponse(toy_game_v0.env(reward=2), beta=0.05, bootstrap="official")
+    return br, cls(br, lr=0.01, seed=seed, **kw)
+
+
+def test_leaders_are_deterministic_under_seed():
+    thetas = []
+    for _ in range(2):
+        _, L = _toy_leader(GameBCHG, seed=4)
+        L.learn(15, evaluate=False, progress=False)
+        thetas.append(L.theta)
+    assert np.array_equal(*thetas)
+
+
+def test_bchg_beats_naive_on_toy():
+    """BC-HG keeps f(0|A) near the optimum; NAIVE-PGD slides below the follower's threshold."""
+    out = {}
+    for cls in (GameBCHG, GameNaivePGD):
+        br, L = _toy_leader(cls)
+        L.learn(250, evaluate=False, progress=False)
+        out[cls] = toy_objective(br.leader_policy, reward=2, bootstrap="official", horizon=150)
+    assert out[GameBCHG] > 50 and out[GameBCHG] > out[GameNaivePGD] + 10
+
+
+def test_biac_stackelberg_target_and_critic_tracks_exact():
+    br, L = _toy_leader(GameBiAC)
+    assert L.critic.target == "stackelberg"
+    br2, L2 = _toy_leader(GameNaivePGD, critic_kwargs={"steps": 50})
+    for _ in range(20):
+        L2.critic.update(br2.rollout(3, seed=None), br2, 0.99)
+    ex = toy_exact(br2.leader_policy, probs=True, bootstrap="official")
+    q = ex.q_l.detach().numpy()
+    # well-visited cells (S, *, a) and (S, *, b) are close to the exact infinite-horizon Q_L
+    assert np.allclose(L2.critic.q[0, :, 1:], q[0, :, 1:], rtol=0.2)
+    with pytest.raises(ValueError, match="target"):
+        TabularGameCritic(3, 2, 3, target="x")
+
+
+def test_lqr_leaders_smoke():
+    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    for cls in (GameBCHG, GameNaivePGD):
+        L = cls(br, lr=0.1, seed=0, init_scale=1.0, episodes=2, explore_iterations=1,
+                critic_kwargs={"steps": 5})
+        rows = L.learn(3, evaluate=False, progress=False)
+        assert len(rows) == 3 and np.all(np.isfinite(L.theta))
+
+
+@pytest.mark.slow
+def test_bchg_toy_r1_reaches_optimum_region():
+    br = BestResponse(toy_game_v0.env(reward=1), beta=0.05, bootstrap="official")
+    L = GameBCHG(br, lr=0.01, seed=0)
+    L.learn(500, evaluate=False, progress=False)
+    assert toy_objective(br.leader_policy, reward=1, bootstrap="official", horizon=150,
+                         gamma=0.99) > 20
