@@ -14,10 +14,13 @@ from bilevel_agents.bchg import BCHG
 from bilevel_agents.configurable import ConfigurableLeader
 from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
 from bilevel_agents.exact_ascent import ExactAscent
+from bilevel_agents.hpgd import HPGD, HPGDMonteCarlo, HPGDOracle, HPGDSarsa
 from bilevel_agents.naive_pgd import NaivePGD
+from bilevel_agents.sobirl import SoBiRL
 from bilevel_agents.trainer import train
 
 LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (BCHG, NaivePGD, ExactAscent)}
+LEADERS.update({cls.name: cls for cls in (HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL)})
 
 __all__ = [
     "BCHG",
@@ -26,10 +29,15 @@ __all__ = [
     "Critic",
     "ExactAscent",
     "ExactCritic",
+    "HPGD",
+    "HPGDMonteCarlo",
+    "HPGDOracle",
+    "HPGDSarsa",
     "Leader",
     "MonteCarloCritic",
     "NaivePGD",
     "SarsaCritic",
+    "SoBiRL",
     "clip_by_global_norm",
     "train",
 ]
