@@ -1,0 +1,263 @@
+"""Markov games: speed benchmarks and the learning runs behind ``docs/results/games.md``.
+
+Usage (from the repository root, ``PYTHONPATH=.``)::
+
+    python benchmarks/bench_games.py speed                 # follower solves, one BC-HG iteration
+    python benchmarks/bench_games.py toy --seeds 10        # toy game R = 2 and 1 (CSV to --out)
+    python benchmarks/bench_games.py lqr --seeds 20        # LQR game
+
+Speed numbers are ratios measured in the same run (never asserted in tests). The learning runs
+write one CSV row per (setting, seed) with the final leader policy and exact returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bilevel_agents.exact_games import lqr_objective, lqr_objective_and_grad, toy_objective
+from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD
+from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
+from bilevel_envs.games import lqr_game_v0, toy_game_v0
+from bilevel_envs.games._toy_logic import toy_model
+from bilevel_envs.wrappers import BestResponse
+
+
+# ============================================================================ speed
+def _loop_soft_q_iteration(model, f, beta, gamma, tol=1e-6, max_iterations=1000):
+    """The authors' solver shape: a Python triple loop over (s, a, b) per sweep (official form)."""
+    n_s, n_a, n_b = model.r_follower.shape
+    q = np.zeros((n_s, n_a, n_b))
+    for _ in range(max_iterations):
+        new = np.empty_like(q)
+        for s in range(n_s):
+            for a in range(n_a):
+                for b in range(n_b):
+                    s2 = int(model.next_state[s, a, b])
+                    qbar = [sum(f[s2, a2] * q[s2, a2, b2] for a2 in range(n_a))
+                            for b2 in range(n_b)]
+                    m = max(qbar)
+                    lse = m + beta * np.log(sum(np.exp((x - m) / beta) for x in qbar))
+                    new[s, a, b] = model.r_follower[s, a, b] + gamma * lse
+        delta = np.max(np.abs(new - q))
+        q = new
+        if delta < tol:
+            break
+    return q
+
+
+def _timeit(fn, repeat=5):
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def speed() -> None:
+    torch.set_num_threads(1)
+    m = toy_model(2)
+    f = np.full((3, 2), 0.5)
+    ours_pi = _timeit(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
+                                                    tol=1e-6).solve(m, f))
+    ours_vi = _timeit(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
+                                                    method="value_iteration",
+                                                    tol=1e-6).solve(m, f))
+    loop = _timeit(lambda: _loop_soft_q_iteration(m, f, 0.05, 0.99), repeat=1)
+    fol = SoftQIterationFollower(0.05, 0.99, bootstrap="official", tol=1e-6)
+    fol.solve(m, f)
+    f2 = f.copy()
+    f2[1] = (0.51, 0.49)
+    warm = _timeit(lambda: fol.solve(m, f2))
+    print(f"toy follower solve (official form, tol 1e-6, cold): policy iteration {ours_pi*1e3:.2f} ms, "
+          f"vectorised VI {ours_vi*1e3:.2f} ms, Python triple loop {loop*1e3:.0f} ms "
+          f"-> PI {loop/ours_pi:.0f}x, VI {loop/ours_vi:.0f}x faster; warm-started PI {warm*1e3:.2f} ms")
+    for name, mod, beta, kw in (("toy", toy_game_v0, 0.05, {}),
+                                ("lqr", lqr_game_v0, 0.1, dict(init_scale=1.0, episodes=4))):
+        br = BestResponse(mod.env(), beta=beta)
+        L = GameBCHG(br, lr=0.01, seed=0, **kw)
+        L.update()
+        it = _timeit(L.update, repeat=5)
+        roll = _timeit(lambda: br.rollout(L.episodes, seed=0), repeat=5)
+        t_solve = _timeit(lambda: br.set_config(br.config), repeat=5)
+        print(f"{name}: one BC-HG outer iteration {it*1e3:.1f} ms; its rollout of "
+              f"{L.episodes}x{br.max_episode_steps} steps {roll*1e3:.1f} ms "
+              f"(iteration/rollout = {it/roll:.1f}); follower re-solve {t_solve*1e3:.2f} ms")
+
+
+# ============================================================================ learning runs
+TOY_METHODS = {
+    "BC-HG": (GameBCHG, {}),
+    "NAIVE-PGD (on)": (GameNaivePGD, {}),
+    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 10_000}),
+    "Bi-AC (off)": (GameBiAC, {"buffer_episodes": 10_000}),
+    "Bi-AC (on)": (GameBiAC, {}),
+}
+
+
+def _append(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _done(path: Path) -> set:
+    if not path.exists():
+        return set()
+    with open(path) as fh:
+        return {(r["setting"], r["method"], r["seed"]) for r in csv.DictReader(fh)}
+
+
+def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[str],
+        rewards: list[int], lr: float) -> None:
+    torch.set_num_threads(1)
+    done = _done(out)
+    for R in rewards:
+        for form in forms:
+            setting = f"toy R={R} {form}"
+            for name in methods:
+                cls, kw = TOY_METHODS[name]
+                for seed in range(seeds):
+                    if (setting, name, str(seed)) in done:
+                        continue
+                    br = BestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form)
+                    L = cls(br, lr=lr, seed=seed, max_grad_norm=None, **kw)
+                    t = time.perf_counter()
+                    tail = []
+
+                    def ev():
+                        if L.iteration >= 0.6 * iterations:
+                            f = br.leader_policy
+                            tail.append((f[1, 0], toy_objective(
+                                f, model=br.problem.model, bootstrap=form, horizon=150,
+                                gamma=1.0), toy_objective(f, model=br.problem.model,
+                                                          bootstrap=form, horizon=150,
+                                                          gamma=0.99)))
+                        return {}
+
+                    L.learn(iterations, evaluate=ev, eval_every=10, progress=False)
+                    tail_arr = np.array(tail)
+                    f = br.leader_policy
+                    row = {"setting": setting, "method": name, "seed": seed,
+                           "final_p": f[1, 0],
+                           "final_return": toy_objective(f, bootstrap=form, reward=R,
+                                                         horizon=150, gamma=1.0),
+                           "final_disc_return": toy_objective(f, bootstrap=form, reward=R,
+                                                              horizon=150, gamma=0.99),
+                           "tail_p": tail_arr[:, 0].mean(), "tail_return": tail_arr[:, 1].mean(),
+                           "tail_disc_return": tail_arr[:, 2].mean(),
+                           "seconds": time.perf_counter() - t, "iterations": iterations,
+                           "lr": lr}
+                    _append(out, row)
+                    print(setting, name, seed, {k: round(float(v), 3) for k, v in row.items()
+                                                if k not in ("setting", "method")}, flush=True)
+
+
+LQR_METHODS = {
+    "BC-HG": (GameBCHG, {}),
+    "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
+    "NAIVE-PGD (on)": (GameNaivePGD, {}),
+    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 10_000}),
+}
+
+
+def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0):
+    """Adam on the exact hypergradient of the 100-step return (the reference in known_optima)."""
+    K = np.array(K0, dtype=np.float64).reshape(1, 2)
+    m = v = np.zeros_like(K)
+    for t in range(1, iterations + 1):
+        try:
+            _, g = lqr_objective_and_grad(K)
+        except ValueError:
+            break
+        n = np.linalg.norm(g)
+        g = g * (max_grad_norm / n) if n > max_grad_norm else g
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g ** 2
+        step = (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        try:
+            lqr_objective(K + lr * step)
+            K = K + lr * step
+        except ValueError:
+            break
+    return K
+
+
+def lqr(seeds: int, iterations: int, out: Path, methods: list[str]) -> None:
+    torch.set_num_threads(1)
+    done = _done(out)
+    setting = "lqr"
+    for seed in range(seeds):
+        for name in methods:
+            if (setting, name, str(seed)) in done:
+                continue
+            t = time.perf_counter()
+            if name == "exact-hypergradient Adam":
+                K0 = np.random.default_rng(seed).normal(size=(1, 2))
+                K = exact_ascent(K0, iterations)
+                tail = [lqr_objective(K)]
+            else:
+                cls, kw = LQR_METHODS[name]
+                br = BestResponse(lqr_game_v0.env(), beta=0.1)
+                L = cls(br, lr=0.1, seed=seed, init_scale=1.0, episodes=4,
+                        explore_iterations=10, **kw)
+                K0 = br.leader_gain.copy()
+                tail = []
+
+                def ev():
+                    if L.iteration >= 0.6 * iterations:
+                        tail.append(lqr_objective(br.leader_gain))
+                    return {}
+
+                L.learn(iterations, evaluate=ev, eval_every=10, progress=False)
+                K = br.leader_gain
+            row = {"setting": setting, "method": name, "seed": seed,
+                   "K0_1": K0[0, 0], "K0_2": K0[0, 1], "J0": lqr_objective(K0),
+                   "K_1": K[0, 0], "K_2": K[0, 1], "final_return": lqr_objective(K),
+                   "tail_return": float(np.mean(tail)), "seconds": time.perf_counter() - t,
+                   "iterations": iterations}
+            _append(out, row)
+            print(name, seed, {k: round(float(v), 4) for k, v in row.items()
+                               if k not in ("setting", "method")}, flush=True)
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("speed")
+    t = sub.add_parser("toy")
+    t.add_argument("--seeds", type=int, default=10)
+    t.add_argument("--iterations", type=int, default=500)
+    t.add_argument("--lr", type=float, default=0.003)
+    t.add_argument("--methods", nargs="+", default=["BC-HG", "NAIVE-PGD (on)", "Bi-AC (off)"])
+    t.add_argument("--forms", nargs="+", default=["official", "paper"])
+    t.add_argument("--rewards", nargs="+", type=int, default=[2, 1])
+    t.add_argument("--out", type=Path, default=Path("docs/results/games_toy.csv"))
+    q = sub.add_parser("lqr")
+    q.add_argument("--seeds", type=int, default=20)
+    q.add_argument("--iterations", type=int, default=500)
+    q.add_argument("--methods", nargs="+", default=["BC-HG", "NAIVE-PGD (on)",
+                                                    "exact-hypergradient Adam"])
+    q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
+    args = ap.parse_args()
+    if args.cmd == "speed":
+        speed()
+    elif args.cmd == "toy":
+        toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr)
+    else:
+        lqr(args.seeds, args.iterations, args.out, args.methods)
+
+
+if __name__ == "__main__":
+    main()
