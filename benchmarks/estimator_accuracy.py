@@ -1,0 +1,195 @@
+"""Estimator accuracy on Four-Rooms: bias, variance and cosine of each method's hypergradient
+estimate against the exact hypergradient, at fixed θ, for batch sizes 100 … 10^4.
+
+A measurement the paper does not publish (issue 5). For each θ (the paper's start θ ~ N(0, 0.01²)
+and a learned θ) and each method, many independent estimates ``ĝ_i = leader.estimate_gradient()``
+(raw, before clipping) are drawn at the *same* θ and compared with ``g = exact.hypergradient``:
+
+* relative bias ``‖mean ĝ − g‖ / ‖g‖`` (with its noise floor ``√(tr Cov / R) / ‖g‖``: a bias
+  below the floor is not resolved),
+* relative variance ``tr Cov(ĝ) / ‖g‖²`` (the mean squared distance to the mean, per ‖g‖²),
+* mean cosine ``E cos(ĝ_i, g)`` (what one clipped SGD step sees) and the cosine of the mean.
+
+Critics. HPGD (MC) and HPGD (oracle) re-estimate from each batch. The SARSA critics (BC-HG,
+HPGD (SA)) carry a table across iterations, so a cold N(0, 1) table says little: before the
+measurement the critic is warmed up *at the fixed θ* on ``--warmup`` transitions (batches of the
+measured size), and it keeps learning from each measured batch (as in training). This is
+optimistic compared with training, where θ moves under the critic. BC-HG with the exact leader
+critic is shown as the reference for the estimator alone.
+
+    python benchmarks/estimator_accuracy.py            # writes docs/results/estimator_accuracy.*
+    python benchmarks/estimator_accuracy.py --quick    # a fast smoke run (printed only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import bilevel_envs  # noqa: F401
+from bilevel_agents import BCHG, HPGDMonteCarlo, HPGDOracle, HPGDSarsa, NaivePGD
+from bilevel_agents.exact import hypergradient, leader_objective
+from bilevel_envs.wrappers import BestResponse
+
+# method label -> (class, kwargs, uses a carried SARSA critic)
+METHODS = {
+    "BC-HG (SARSA)": (BCHG, {"sarsa_alpha": 0.5}, True),
+    "BC-HG (exact Q_L)": (BCHG, {"critic": "exact"}, False),
+    "HPGD (MC)": (HPGDMonteCarlo, {}, False),
+    "HPGD (SA)": (HPGDSarsa, {"sarsa_alpha": 0.5}, True),
+    "HPGD (oracle)": (HPGDOracle, {}, False),
+    "NAIVE-PGD = SoBiRL": (NaivePGD, {}, False),
+}
+
+
+def n_envs_for(batch: int) -> int:
+    """The authors' layout: streams of up to 200 steps (100 → 1×100, 1000 → 5×200)."""
+    return max(1, batch // 200)
+
+
+def learned_theta(beta: float, root: str = "results/four_rooms") -> tuple[np.ndarray, str]:
+    """Final θ of the lead's best BC-HG grid point (seed 0), else 2000 BC-HG iterations."""
+    best, source = None, ""
+    for path in glob.glob(f"{root}/beta{beta}_slip0.33/bchg_*/seed0/summary.json"):
+        s = json.loads(Path(path).read_text())
+        if "final_theta" in s and (best is None or s["tail_mean_objective"] > best[0]):
+            best, source = (s["tail_mean_objective"], np.array(s["final_theta"])), path
+    if best is not None:
+        return best[1], source
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=beta)
+    leader = BCHG(br, lr=0.1, sarsa_alpha=0.5, seed=0)
+    leader.learn(2000, progress=False)
+    return leader.theta, "BC-HG lr 0.1, α_SA 0.5, seed 0, 2000 iterations (trained here)"
+
+
+def measure(beta: float, theta: np.ndarray, method: str, batch: int, reps: int,
+            warmup: int, seed: int) -> dict[str, float]:
+    cls, kwargs, carried = METHODS[method]
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=beta)
+    leader = cls(br, batch_size=batch, n_envs=n_envs_for(batch), theta0=theta, seed=seed,
+                 **kwargs)
+    g = hypergradient(br)
+    if carried:
+        for _ in range(max(warmup // batch, 1)):
+            leader.estimate_gradient()  # updates the critic; θ stays fixed
+    t0 = time.perf_counter()
+    est = np.array([leader.estimate_gradient() for _ in range(reps)])
+    seconds = (time.perf_counter() - t0) / reps
+    mean = est.mean(0)
+    gn = np.linalg.norm(g)
+    tr_cov = float(((est - mean) ** 2).sum(1).mean())
+    norms = np.linalg.norm(est, axis=1)
+    cos_i = (est @ g) / np.maximum(norms, 1e-300) / gn
+    return {"bias": float(np.linalg.norm(mean - g) / gn),
+            "bias_floor": float(np.sqrt(tr_cov / reps) / gn),
+            "variance": tr_cov / gn ** 2,
+            "mean_cos": float(cos_i.mean()),
+            "cos_of_mean": float(mean @ g / max(np.linalg.norm(mean), 1e-300) / gn),
+            "grad_norm": float(gn), "seconds_per_estimate": seconds, "reps": reps}
+
+
+def table(results: list[dict], thetas: dict[str, dict]) -> str:
+    lines = []
+    for name, info in thetas.items():
+        lines += [f"### θ = {name}: J = {info['objective']:.3f}, ‖∇J‖ = {info['grad_norm']:.4g}",
+                  "", "| method | batch | rel. bias (noise floor) | rel. variance | "
+                  "mean cos(ĝ, ∇J) | cos(mean ĝ, ∇J) | estimates |", "|---|---|---|---|---|---|---|"]
+        for r in (r for r in results if r["theta"] == name):
+            lines.append(f"| {r['method']} | {r['batch']} | {r['bias']:.3g} ({r['bias_floor']:.2g})"
+                         f" | {r['variance']:.3g} | {r['mean_cos']:.3f} | {r['cos_of_mean']:.3f}"
+                         f" | {r['reps']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], thetas: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("bias", "relative bias ‖E ĝ − ∇J‖/‖∇J‖", True),
+            ("variance", "relative variance tr Cov/‖∇J‖²", True),
+            ("mean_cos", "mean cos(ĝ, ∇J)", False)]
+    fig, axes = plt.subplots(len(thetas), 3, figsize=(13, 3.6 * len(thetas)), squeeze=False)
+    for i, name in enumerate(thetas):
+        for j, (key, label, log) in enumerate(keys):
+            ax = axes[i, j]
+            for method in METHODS:
+                rows = [r for r in results if r["theta"] == name and r["method"] == method]
+                if rows:
+                    ax.plot([r["batch"] for r in rows], [r[key] for r in rows], "o-",
+                            label=method, ms=4)
+            ax.set_xscale("log")
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel("batch size (transitions)")
+            ax.set_title(f"{label}\nθ = {name}", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0, 2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--beta", type=float, default=0.001)
+    p.add_argument("--batches", default="100,400,1000,10000")
+    p.add_argument("--reps", type=int, default=400, help="estimates at batch 100 (fewer "
+                   "for larger batches: reps·100/batch, at least --min-reps)")
+    p.add_argument("--min-reps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=200_000, help="SARSA warm-up transitions")
+    p.add_argument("--quick", action="store_true", help="few estimates, print only")
+    p.add_argument("--out", default="docs/results/estimator_accuracy")
+    args = p.parse_args()
+    if args.quick:
+        args.reps, args.min_reps, args.warmup, args.batches = 40, 10, 20_000, "100,1000"
+    batches = [int(b) for b in args.batches.split(",")]
+    threadpool_limits(1)
+    theta_learned, source = learned_theta(args.beta)
+    thetas = {"start": np.random.default_rng(0).normal(0.0, 0.01, 105), "learned": theta_learned}
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=args.beta)
+    info = {name: {"objective": leader_objective(br, th),
+                   "grad_norm": float(np.linalg.norm(hypergradient(br, th)))}
+            for name, th in thetas.items()}
+    results = []
+    t0 = time.time()
+    for name, th in thetas.items():
+        for method in METHODS:
+            for batch in batches:
+                reps = max(args.min_reps, args.reps * 100 // batch)
+                r = measure(args.beta, th, method, batch, reps, args.warmup, seed=1)
+                results.append({"theta": name, "method": method, "batch": batch, **r})
+                print(f"{name:8s} {method:20s} {batch:6d}  bias {r['bias']:.3g} "
+                      f"(floor {r['bias_floor']:.2g})  var {r['variance']:.3g}  "
+                      f"cos {r['mean_cos']:.3f}  cos(mean) {r['cos_of_mean']:.3f}  "
+                      f"[{time.time() - t0:.0f}s]", flush=True)
+    text = table(results, info)
+    print(text)
+    if args.quick:
+        return
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, list(thetas), out.with_suffix(".png"))
+    header = (f"# Estimator accuracy on Four-Rooms (β = {args.beta}, slip 1/3)\n\n"
+              f"Generated by `python benchmarks/estimator_accuracy.py --beta {args.beta}` "
+              f"({time.strftime('%Y-%m-%d')}). Learned θ: {source}. SARSA critics warmed up on "
+              f"{args.warmup} transitions at the fixed θ (α_SA 0.5), then updated by every "
+              f"measured batch. Batches of n transitions use max(1, n/200) streams (the "
+              f"authors' layout). HPGD (oracle) adds 10^4 transitions per estimate.\n\n")
+    out.with_suffix(".json").write_text(json.dumps({"info": info, "results": results},
+                                                   indent=1))
+    out.with_suffix(".md").write_text(header + text + "\n![accuracy](" + out.name + ".png)\n")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
