@@ -36,6 +36,7 @@ from bilevel_envs.envs.building_thermal import BuildingThermalEnv
 from bilevel_envs.followers.maxent_lqr import riccati_torch
 
 __all__ = [
+    "ExactBuildingCritic",
     "LeaderQuadratic",
     "building_objective",
     "building_objective_torch",
@@ -175,6 +176,33 @@ def exact_leader_critic(br: Any, theta: Any = None) -> LeaderQuadratic:
         c = (0.5 * np.trace(sol.cov) + problem.config_cost + g * np.trace(X @ noise)) / (1 - g)
         return LeaderQuadratic(X=X, c=float(c), A=problem.A.copy(), B=problem.B.copy(),
                                W=problem.W.copy(), gamma=g, config_cost=problem.config_cost)
+
+
+class ExactBuildingCritic:
+    """The exact stationary ``Q_L``/``V_L`` as a :class:`~bilevel_agents.critics.Critic`.
+
+    For tests and for separating critic error from sampling noise: with it, BC-HG's estimate is
+    unbiased for the (infinite-horizon) hypergradient.
+    """
+
+    def __init__(self) -> None:
+        self.exact: LeaderQuadratic | None = None
+
+    def update(self, batch: Any, br: Any) -> dict[str, float]:
+        self.exact = exact_leader_critic(br)
+        return {}
+
+    def q(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return self.exact.q(states, actions)
+
+    def v(self, states: np.ndarray, br: Any) -> np.ndarray:
+        return self.exact.v(states)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.exact = None
 
 
 @leader_objective_impl.register

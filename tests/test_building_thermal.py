@@ -340,3 +340,108 @@ def test_exact_leader_critic(br):
     # J from V_L: E_{s0} V_L(s0) = −tr(X Σ0) − c equals the infinite-horizon objective
     j_inf = building_objective(br.problem, BETA, horizon=None)
     assert -(25 * np.trace(crit.X) + crit.c) == pytest.approx(j_inf, rel=1e-10)
+
+
+# ---------------------------------------------------------------------- leaders (phase 2)
+from bilevel_agents.continuous import (  # noqa: E402
+    ContinuousBCHG,
+    ContinuousNaivePGD,
+    crossfit_residual,
+    quadratic_features,
+)
+from bilevel_agents.exact_building import ExactBuildingCritic  # noqa: E402
+from bilevel_agents.mlp_critic import MLPCritic  # noqa: E402
+
+
+def _cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_mlp_critic_bad_input():
+    for kw in ({"gamma": 1.0}, {"gamma": 0.9, "lr": -1}, {"gamma": 0.9, "v_method": "x"},
+               {"gamma": 0.9, "minibatch": 0}, {"gamma": 0.9, "dtype": "int8"}):
+        with pytest.raises(ValueError, match=next(iter(kw)) if len(kw) == 1 else list(kw)[-1]):
+            MLPCritic(4, 2, **kw)
+    with pytest.raises(RuntimeError):
+        MLPCritic(4, 2, gamma=0.9).q(np.zeros((1, 4)), np.zeros((1, 2)))
+
+
+def test_sigma_point_v_is_exact_for_quadratic_q(br):
+    """V_L = E_{b~g} Q_L by 2m sigma points is exact when Q_L is quadratic in b."""
+    br.set_config(_rand_theta(8))
+    exact = exact_leader_critic(br)
+
+    class QuadQ(MLPCritic):
+        def q(self, states, actions):
+            return exact.q(states, actions)
+
+    crit = QuadQ(4, 2, gamma=0.9)
+    s = np.random.default_rng(0).normal(0, 4, (6, 4))
+    np.testing.assert_allclose(crit.v(s, br), exact.v(s), rtol=1e-10)
+
+
+def test_mlp_critic_learns_leader_q(br):
+    exact = exact_leader_critic(br)
+    crit = MLPCritic(4, 2, gamma=0.9, first_steps=800, minibatch=256, lr=3e-3, seed=0)
+    batch = br.rollout(5000, 50, seed=0)
+    info = crit.update(batch, br)
+    assert info["critic_steps"] == 800
+    test = br.rollout(2000, 20, seed=1)
+    q_true = exact.q(test.obs, test.actions)
+    err = crit.q(test.obs, test.actions) - q_true
+    assert np.sqrt(np.mean(err**2)) < 0.3 * q_true.std()
+    benefit = q_true - exact.v(test.obs)
+    benefit_hat = crit.q(test.obs, test.actions) - crit.v(test.obs, br)
+    assert np.corrcoef(benefit, benefit_hat)[0, 1] > 0.5
+    # warm start: the next update runs `steps`, and state_dict round-trips
+    assert crit.update(batch, br)["critic_steps"] == crit.steps
+    clone = MLPCritic(4, 2, gamma=0.9, seed=1)
+    clone.load_state_dict(crit.state_dict())
+    np.testing.assert_allclose(clone.q(test.obs, test.actions), crit.q(test.obs, test.actions))
+    # the authors' 256-sample V_L agrees with the sigma-point V_L
+    sampler = MLPCritic(4, 2, gamma=0.9, v_method="samples", seed=2)
+    sampler.load_state_dict(crit.state_dict())
+    s = test.obs[:50]
+    np.testing.assert_allclose(sampler.v(s, br), crit.v(s, br), atol=0.05 * q_true.std())
+
+
+def test_crossfit_residual_cancels_baselines_in_the_feature_span():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(400, 4))
+    phi = quadratic_features(s)
+    assert phi.shape == (400, 15)
+    w = rng.normal(size=400)
+    folds = rng.random(400) < 0.5
+    u = crossfit_residual(w, phi, folds)
+    M = phi @ rng.normal(size=(15, 3))  # a "∇Q_F" that is a function of the state only
+    np.testing.assert_allclose(u @ M, 0.0, atol=1e-8 * np.abs(w @ M).max())
+    # and it leaves weights alone when the features carry no information
+    noise = rng.normal(size=(400, 3))
+    assert np.linalg.norm(u @ noise - w @ noise) < 0.5 * np.linalg.norm(w @ noise)
+
+
+def test_naive_pgd_with_exact_critic_estimates_partial_gradient(br):
+    leader = ContinuousNaivePGD(br, batch_size=10_000, n_envs=100, critic=ExactBuildingCritic(),
+                                theta0=np.zeros(8), seed=0)
+    est = leader.estimate_gradient()
+    assert _cos(est, partial_gradient(br)) > 0.98
+
+
+def test_bchg_with_exact_critic_is_unbiased(br):
+    """Mean of the variance-reduced BC-HG estimate ≈ exact hypergradient (Theorem 1)."""
+    leader = ContinuousBCHG(br, batch_size=10_000, n_envs=100, critic=ExactBuildingCritic(),
+                            theta0=np.zeros(8), seed=0)
+    est = np.mean([leader.estimate_gradient() for _ in range(12)], axis=0)
+    g = hypergradient(br)
+    assert _cos(est, g) > 0.9
+    assert _cos(est, partial_gradient(br)) < _cos(est, g)  # it sees the follower's response
+
+
+def test_continuous_leader_options(br):
+    with pytest.raises(ValueError, match="clip_groups"):
+        ContinuousBCHG(br, batch_size=100, clip_groups=(4, 3))
+    leader = ContinuousBCHG(br, batch_size=1000, n_envs=10, critic=ExactBuildingCritic(),
+                            theta0=np.full(8, 19.99), lr=10.0, clip_groups=(4, 4), seed=0)
+    leader.update()
+    assert np.all(leader.theta <= 20.0) and np.all(leader.theta >= -20.0)
+    assert leader.iteration == 1

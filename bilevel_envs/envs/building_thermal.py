@@ -226,6 +226,22 @@ class BuildingThermalEnv(ConfigurableEnv):
         r_l = -s.var(axis=1) - 0.5 * np.einsum("ni,ni->n", b, b) - self.config_cost
         return nxt, r_f, r_l, np.zeros(s.shape[0], dtype=bool)
 
+    def next_state_sigma_points(self, states: np.ndarray, actions: np.ndarray):
+        """Sigma points of ``p^θ(·|s, b) = N(A_θ s + B b, W)``: ``μ ± √n L e_i``, ``LLᵀ = W``.
+
+        With equal weights ``1/(2n)`` they integrate exactly every polynomial of degree ≤ 3 in
+        the noise, e.g. ``E[V(s') ∇θ log p(s'|s, b)]`` for a quadratic ``V`` (used by leaders to
+        Rao-Blackwellise the score terms of Theorem 1).
+
+        Returns:
+            ``(points (N, 2n, n), weights (2n,))``.
+        """
+        s, b = self._check_batch(states, actions)
+        mean = s @ self.A.T + b @ self.B.T
+        off = np.sqrt(N_ZONES) * np.linalg.cholesky(self.W).T
+        pts = mean[:, None, :] + np.concatenate([off, -off])[None]
+        return pts, np.full(2 * N_ZONES, 1.0 / (2 * N_ZONES))
+
     def state_to_obs(self, state: Any) -> np.ndarray:
         return np.asarray(state, dtype=np.float32)
 
