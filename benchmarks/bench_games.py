@@ -193,11 +193,11 @@ def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0):
     return K
 
 
-def lqr(seeds: int, iterations: int, out: Path, methods: list[str]) -> None:
+def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0) -> None:
     torch.set_num_threads(1)
     done = _done(out)
     setting = "lqr"
-    for seed in range(seeds):
+    for seed in range(seed_start, seed_start + seeds):
         for name in methods:
             if (setting, name, str(seed)) in done:
                 continue
@@ -231,6 +231,44 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str]) -> None:
                                if k not in ("setting", "method")}, flush=True)
 
 
+def report(paths: list[Path]) -> None:
+    """Markdown tables (mean ± SD over seeds, as the paper's MG figures) from result CSVs."""
+    rows = []
+    for path in paths:
+        if path.exists():
+            with open(path) as fh:
+                rows += list(csv.DictReader(fh))
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["method"]), []).append(r)
+
+    def ms(vals):
+        v = np.array(vals, dtype=float)
+        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+    toy_keys = ["final_p", "tail_p", "tail_return", "tail_disc_return", "final_return"]
+    print("| setting | method | seeds | " + " | ".join(toy_keys) + " | s/run |")
+    print("|---|---|---|" + "---|" * (len(toy_keys) + 1))
+    for (setting, method), rs in sorted(groups.items()):
+        if not setting.startswith("toy"):
+            continue
+        print(f"| {setting} | {method} | {len(rs)} | "
+              + " | ".join(ms([r[k] for r in rs]) for k in toy_keys)
+              + f" | {np.mean([float(r['seconds']) for r in rs]):.1f} |")
+    lqr_keys = ["J0", "final_return", "tail_return"]
+    print()
+    print("| method | seeds | " + " | ".join(lqr_keys) + " | median final | best final | "
+          "seeds > 1 | s/run |")
+    print("|---|---|" + "---|" * (len(lqr_keys) + 4))
+    for (setting, method), rs in sorted(groups.items()):
+        if setting != "lqr":
+            continue
+        fin = np.array([float(r["final_return"]) for r in rs])
+        print(f"| {method} | {len(rs)} | " + " | ".join(ms([r[k] for r in rs]) for k in lqr_keys)
+              + f" | {np.median(fin):.3f} | {fin.max():.3f} | {(fin > 1).sum()} | "
+              f"{np.mean([float(r['seconds']) for r in rs]):.0f} |")
+
+
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -249,14 +287,19 @@ def main() -> None:
     q.add_argument("--iterations", type=int, default=500)
     q.add_argument("--methods", nargs="+", default=["BC-HG", "NAIVE-PGD (on)",
                                                     "exact-hypergradient Adam"])
+    q.add_argument("--seed-start", type=int, default=0)
     q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
+    rp = sub.add_parser("report")
+    rp.add_argument("csv", nargs="+", type=Path)
     args = ap.parse_args()
-    if args.cmd == "speed":
+    if args.cmd == "report":
+        report(args.csv)
+    elif args.cmd == "speed":
         speed()
     elif args.cmd == "toy":
         toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr)
     else:
-        lqr(args.seeds, args.iterations, args.out, args.methods)
+        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ class MLPGameCritic:
     soft target updates ``τ`` after every step.
     """
 
-    def __init__(self, in_dim: int, hidden: int = 64, lr: float = 1e-3, steps: int = 50,
-                 batch_size: int = 64, tau: float = 0.01, seed: int | None = None):
+    def __init__(self, in_dim: int, hidden: int = 64, lr: float = 1e-3, steps: int = 20,
+                 batch_size: int = 128, tau: float = 0.01, seed: int | None = None):
         if seed is not None:
             torch.manual_seed(int(seed))
         self.net = torch.nn.Sequential(
