@@ -43,21 +43,31 @@ class Leader(abc.ABC):
         seed: seeds θ's initialisation, the rollouts and the critic.
         theta0: initial θ; default ``N(0, init_scale²)`` as in the authors' code.
         init_scale: standard deviation of the default initialisation.
+        lr_final: if set, the step size decays geometrically from ``lr`` to ``lr_final`` over
+            ``lr_decay_iterations`` iterations, then stays there (the paper: constant ``lr``).
+        lr_decay_iterations: length of the decay (required with ``lr_final``).
     """
 
     #: short name used by the CLI and in result folders
     name: ClassVar[str] = "leader"
 
     def __init__(self, br: Any, *, lr: float = 0.1, max_grad_norm: float | None = 1.0,
-                 seed: int | None = None, theta0: Any = None, init_scale: float = 0.01):
+                 seed: int | None = None, theta0: Any = None, init_scale: float = 0.01,
+                 lr_final: float | None = None, lr_decay_iterations: int | None = None):
         if not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
         if not init_scale >= 0:
             raise ValueError(f"init_scale must be >= 0, got {init_scale!r}")
+        if lr_final is not None and not (lr_final > 0 and lr_decay_iterations
+                                         and int(lr_decay_iterations) >= 1):
+            raise ValueError(f"lr_final must be > 0 with lr_decay_iterations >= 1, got "
+                             f"lr_final={lr_final!r}, lr_decay_iterations={lr_decay_iterations!r}")
         self.br = br
         self.lr, self.max_grad_norm, self.seed = float(lr), max_grad_norm, seed
+        self.lr_final = None if lr_final is None else float(lr_final)
+        self.lr_decay_iterations = None if lr_final is None else int(lr_decay_iterations)
         self.init_scale = float(init_scale)
         self.rng = np.random.default_rng(seed)
         shape = br.config_space.shape
@@ -73,6 +83,14 @@ class Leader(abc.ABC):
         """The current leader parameter (a copy)."""
         return self.br.config
 
+    @property
+    def current_lr(self) -> float:
+        """The step size of the next update (constant unless ``lr_final`` is set)."""
+        if self.lr_final is None:
+            return self.lr
+        frac = min(self.iteration / self.lr_decay_iterations, 1.0)
+        return self.lr * (self.lr_final / self.lr) ** frac
+
     @abc.abstractmethod
     def estimate_gradient(self) -> np.ndarray:
         """One estimate of ``∇θ J_L`` at the current θ from a fresh batch."""
@@ -83,7 +101,7 @@ class Leader(abc.ABC):
         if not np.all(np.isfinite(grad)):
             raise FloatingPointError(f"non-finite gradient estimate at iteration {self.iteration}")
         step = clip_by_global_norm(grad, self.max_grad_norm)
-        self.br.set_config(self.theta + self.lr * step)
+        self.br.set_config(self.theta + self.current_lr * step)
         self.iteration += 1
         return {"grad_norm": float(np.linalg.norm(grad)), **self.last_metrics}
 
@@ -98,7 +116,8 @@ class Leader(abc.ABC):
     def hparams(self) -> dict[str, Any]:
         """The constructor arguments that define the run (saved beside the results)."""
         return {"leader": self.name, "lr": self.lr, "max_grad_norm": self.max_grad_norm,
-                "seed": self.seed, "init_scale": self.init_scale}
+                "seed": self.seed, "init_scale": self.init_scale, "lr_final": self.lr_final,
+                "lr_decay_iterations": self.lr_decay_iterations}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: θ, iteration, RNG state, critic."""

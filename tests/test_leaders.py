@@ -122,3 +122,15 @@ def test_cli_rejects_bad_input(capsys):
 def test_leader_registry_names_match():
     assert {"bchg", "naive_pgd", "exact"} <= set(LEADERS)
     assert all(cls.name == name for name, cls in LEADERS.items())
+
+
+def test_geometric_lr_decay():
+    leader = NaivePGD(make_br(), lr=0.1, lr_final=0.01, lr_decay_iterations=4, seed=0)
+    rates = []
+    for _ in range(6):
+        rates.append(leader.current_lr)
+        leader.update()
+    np.testing.assert_allclose(rates, [0.1, 0.1 * 0.1 ** 0.25, 0.1 * 0.1 ** 0.5,
+                                       0.1 * 0.1 ** 0.75, 0.01, 0.01])
+    with pytest.raises(ValueError, match="lr_final"):
+        NaivePGD(make_br(), lr=0.1, lr_final=0.01)
