@@ -57,17 +57,22 @@ class TabularGameCritic:
 
     Target ``y = r_L + γ_L Σ_{a',b'} f(a'|s') g(b'|s',a') Q(s',a',b')`` (expected SARSA under the
     current policies), or the Bi-AC Stackelberg target (eqs. 44–45) with ``target="stackelberg"``.
-    Each step moves every visited cell by ``lr`` × its mean TD error (full batch, vectorised).
+    Each step moves every visited cell by ``lr`` × its mean TD error over the batch (vectorised),
+    or over a uniform minibatch of ``max_samples`` transitions when the data are larger (replay
+    buffers of off-policy variants).
     """
 
     def __init__(self, n_states: int, n_leader_actions: int, n_follower_actions: int,
-                 lr: float = 0.5, steps: int = 20, target: str = "expected", init: float = 0.0):
+                 lr: float = 0.5, steps: int = 20, target: str = "expected", init: float = 0.0,
+                 max_samples: int = 4096, seed: int | None = None):
         if target not in ("expected", "stackelberg"):
             raise ValueError(f"target must be 'expected' or 'stackelberg', got {target!r}")
         if not 0 < lr <= 1:
             raise ValueError(f"critic lr must be in (0, 1], got {lr!r}")
         self.q = np.full((n_states, n_leader_actions, n_follower_actions), float(init))
         self.lr, self.steps, self.target = float(lr), int(steps), target
+        self.max_samples = int(max_samples)
+        self._rng = np.random.default_rng(seed)
 
     def values(self, s, a, b) -> np.ndarray:
         return self.q[s, a, b]
@@ -83,16 +88,17 @@ class TabularGameCritic:
         return q_star.max(axis=1)  # Q(s', a*, b*(a*))
 
     def update(self, data: GameBatch, br: Any, gamma: float) -> float:
-        s = data.obs.ravel()
-        a = data.leader_actions.ravel()
-        b = data.follower_actions.ravel()
-        r = data.r_leader.ravel()
-        s2 = data.next_obs.ravel()
-        flat = np.ravel_multi_index((s, a, b), self.q.shape)
-        counts = np.bincount(flat, minlength=self.q.size).reshape(self.q.shape)
-        visited = counts > 0
+        cols = [np.ravel(x) for x in (data.obs, data.leader_actions, data.follower_actions,
+                                      data.r_leader, data.next_obs)]
         err = 0.0
         for _ in range(self.steps):
+            s, a, b, r, s2 = cols
+            if len(s) > self.max_samples:
+                idx = self._rng.integers(0, len(s), self.max_samples)
+                s, a, b, r, s2 = (c[idx] for c in cols)
+            flat = np.ravel_multi_index((s, a, b), self.q.shape)
+            counts = np.bincount(flat, minlength=self.q.size).reshape(self.q.shape)
+            visited = counts > 0
             td = r + gamma * self.next_values(br)[s2] - self.q[s, a, b]
             sums = np.bincount(flat, weights=td, minlength=self.q.size).reshape(self.q.shape)
             self.q[visited] += self.lr * sums[visited] / counts[visited]
@@ -210,6 +216,9 @@ class GameLeader(Leader):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if int(episodes) < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes!r}")
+        param = getattr(br, "leader_parameterization", None)
+        if theta0 is None and param is not None and type(param).__name__ != "TabularSoftmax":
+            theta0 = param.initial(np.random.default_rng(seed))  # e.g. Xavier for an MLP
         super().__init__(br, lr=lr, max_grad_norm=max_grad_norm, seed=seed, theta0=theta0,
                          init_scale=init_scale)
         self.optimizer, self.episodes = optimizer, int(episodes)
@@ -225,7 +234,8 @@ class GameLeader(Leader):
             if self._tabular:
                 p = br.problem
                 critic = TabularGameCritic(p.n_states, p.n_leader_actions,
-                                           p.n_follower_actions, target=self.critic_target, **ck)
+                                           p.n_follower_actions, target=self.critic_target,
+                                           seed=seed, **ck)
             else:
                 p = br.problem
                 critic = MLPGameCritic(p.state_dim + p.leader_action_dim + p.follower_action_dim,

@@ -503,7 +503,7 @@ def test_bchg_beats_naive_on_toy():
     out = {}
     for cls in (GameBCHG, GameNaivePGD):
         br, L = _toy_leader(cls)
-        L.learn(250, evaluate=False, progress=False)
+        L.learn(150, evaluate=False, progress=False)
         out[cls] = toy_objective(br.leader_policy, reward=2, bootstrap="official", horizon=150)
     assert out[GameBCHG] > 50 and out[GameBCHG] > out[GameNaivePGD] + 10
 
@@ -538,3 +538,24 @@ def test_bchg_toy_r1_reaches_optimum_region():
     L.learn(500, evaluate=False, progress=False)
     assert toy_objective(br.leader_policy, reward=1, bootstrap="official", horizon=150,
                          gamma=0.99) > 20
+
+
+def test_mlp_leader_parameterization():
+    from bilevel_envs.games._policies import MLPSoftmax
+
+    par = MLPSoftmax(3, 2, hidden=(8, 8))
+    th = par.initial(np.random.default_rng(0)) + np.random.default_rng(1).normal(size=par.dim) * 0.3
+    eps = 1e-6
+    fd = np.stack([(np.log(par.probs(th + eps * v)) - np.log(par.probs(th - eps * v))) / (2 * eps)
+                   for v in np.eye(par.dim)], -1)
+    assert np.allclose(par.score_table(th), fd, atol=1e-7)
+    br = BestResponse(toy_game_v0.env(), beta=0.05, leader_parameterization=par)
+    L = GameBCHG(br, lr=1e-3, seed=0)
+    assert br.config_space.shape == (par.dim,)
+    assert np.allclose(br.leader_policy, 0.5, atol=0.02)  # Xavier init, tiny last layer
+    b = br.rollout(2, seed=0, horizon=5)
+    assert np.allclose(br.leader_score(b.obs, b.leader_actions),
+                       par.score_table(br.config)[b.obs, b.leader_actions])
+    L.learn(3, evaluate=False, progress=False)
+    with pytest.raises(ValueError, match="leader_parameterization"):
+        BestResponse(lqr_game_v0.env(), beta=0.1, leader_parameterization=par)

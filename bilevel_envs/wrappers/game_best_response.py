@@ -13,8 +13,10 @@ gain ``K`` (shape ``(k, n)``) of ``a ~ N(K s, W²)``, optionally as ``(K, W)``.
 
 The wrapper also exposes the leader's *parameter* θ like a configurable MDP does
 (``config_space``, ``config``, ``set_config``), so θ-based leaders (:mod:`bilevel_agents`) and
-:func:`bilevel_agents.exact.hypergradient` work unchanged: toy game θ = the ``S·A`` logits of a
-tabular softmax policy ``f = softmax(θ.reshape(S, A))``; LQR game θ = ``K.ravel()`` (W fixed).
+:func:`bilevel_agents.exact.hypergradient` work unchanged: toy game θ = the parameters of
+``leader_parameterization`` (default the ``S·A`` logits of a tabular softmax policy
+``f = softmax(θ.reshape(S, A))``; :class:`~bilevel_envs.games._policies.MLPSoftmax` for the
+authors' MLP actor); LQR game θ = ``K.ravel()`` (W fixed).
 :meth:`GameBestResponse.leader_score` gives ``∇θ log f_θ(a|s)`` for batches.
 """
 
@@ -67,6 +69,8 @@ class GameBestResponse(gym.Env):
         leader_policy: the initial leader policy (uniform for the toy game; ``K = 0``,
             ``W = 1e-3`` for the LQR game).
         follower: a custom follower (default: ``game.make_follower(beta, **follower_kwargs)``).
+        leader_parameterization: tabular games only: how θ maps to ``f`` (default
+            ``TabularSoftmax``; ``MLPSoftmax(S, A)`` for an MLP leader).
         **follower_kwargs: e.g. ``bootstrap="official"``, ``tol``, ``max_iterations``.
 
     Example:
@@ -86,7 +90,7 @@ class GameBestResponse(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, game: Any, beta: float, leader_policy: Any = None, follower: Any = None,
-                 **follower_kwargs: Any):
+                 leader_parameterization: Any = None, **follower_kwargs: Any):
         super().__init__()
         problem = game.unwrapped
         from bilevel_envs.games._base import LeaderFollowerGame
@@ -104,6 +108,14 @@ class GameBestResponse(gym.Env):
             raise ValueError(f"follower_kwargs {sorted(follower_kwargs)} given with a follower")
         self.follower = follower
         self._is_toy = hasattr(problem, "model")
+        if self._is_toy:
+            from bilevel_envs.games._policies import TabularSoftmax
+
+            self.leader_parameterization = leader_parameterization or TabularSoftmax(
+                problem.n_states, problem.n_leader_actions)
+        elif leader_parameterization is not None:
+            raise ValueError("leader_parameterization is only supported for tabular games")
+        self._score_cache: tuple[Any, np.ndarray] | None = None
         self._rng = np.random.default_rng()
         self.set_leader_policy(self._default_policy() if leader_policy is None else leader_policy)
 
@@ -164,7 +176,7 @@ class GameBestResponse(gym.Env):
         """Box of the leader parameter θ (toy: ``S·A`` logits; LQR: ``K.ravel()``)."""
         if not hasattr(self, "_config_space"):
             p = self.problem
-            d = (p.n_states * p.n_leader_actions if self._is_toy
+            d = (self.leader_parameterization.dim if self._is_toy
                  else p.leader_action_dim * p.state_dim)
             self._config_space = gym.spaces.Box(-np.inf, np.inf, (d,), dtype=np.float64)
         return self._config_space
@@ -185,9 +197,7 @@ class GameBestResponse(gym.Env):
             raise ValueError(f"config (theta) must be a finite array of shape "
                              f"{self.config_space.shape}, got {theta.shape}")
         if self._is_toy:
-            z = theta.reshape(self.problem.n_states, self.problem.n_leader_actions)
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            return z / z.sum(axis=1, keepdims=True)
+            return self.leader_parameterization.probs(theta)
         p = self.problem
         return theta.reshape(p.leader_action_dim, p.state_dim), self._W
 
@@ -200,9 +210,16 @@ class GameBestResponse(gym.Env):
     def leader_score(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """``∇θ log f_θ(a|s)`` at the current θ for batches ``obs (..., ·)``, ``actions``.
 
-        Toy: ``e_s ⊗ (e_a − f(·|s))``. LQR: ``vec(W⁻² (a − Ks) sᵀ)``. Shape ``(..., d)``.
+        Toy: from the parameterisation (tabular: ``e_s ⊗ (e_a − f(·|s))``). LQR:
+        ``vec(W⁻² (a − Ks) sᵀ)``. Shape ``(..., d)``.
         """
-        if self._is_toy:
+        if self._is_toy and self._theta is not None:
+            if self._score_cache is None or not np.array_equal(self._score_cache[0], self._theta):
+                self._score_cache = (self._theta.copy(),
+                                     self.leader_parameterization.score_table(self._theta))
+            return self._score_cache[1][np.asarray(obs, dtype=np.int64),
+                                        np.asarray(actions, dtype=np.int64)]
+        if self._is_toy:  # policy set directly: scores of the tabular logits θ = log f
             p = self.problem
             obs = np.asarray(obs, dtype=np.int64)
             actions = np.asarray(actions, dtype=np.int64)
