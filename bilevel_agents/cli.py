@@ -136,6 +136,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from bilevel_agents.reproduce import main as reproduce
+
+    return reproduce([args.task, *args.options])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bilevel", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", help="substring of the benchmark file name")
     b.add_argument("--quick", action="store_true")
     b.set_defaults(func=_cmd_bench)
+
+    r = sub.add_parser("reproduce", help="re-run a paper experiment (bilevel_agents.reproduce)")
+    r.add_argument("task", choices=["four-rooms"])
+    r.add_argument("options", nargs=argparse.REMAINDER, help="see `bilevel reproduce TASK -h`")
+    r.set_defaults(func=_cmd_reproduce)
     return p
 
 
