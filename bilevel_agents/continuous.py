@@ -54,6 +54,7 @@ from bilevel_envs.core import Batch
 
 __all__ = [
     "ContinuousBCHG",
+    "ContinuousHPGD",
     "ContinuousLeaderMixin",
     "ContinuousNaivePGD",
     "crossfit_residual",
@@ -109,17 +110,15 @@ class ContinuousLeaderMixin:
     Args:
         critic: a Critic, or ``None``/``"mlp"`` for :class:`~bilevel_agents.mlp_critic.MLPCritic`
             with ``critic_kwargs``.
-        critic_kwargs: options of the default MLP critic.
+        critic_kwargs: options of the default MLP critic (passed on to ConfigurableLeader).
         score_baseline: device 1 (partial term).
         clip_groups: sizes of consecutive parameter groups clipped separately to
             ``max_grad_norm`` (e.g. ``(4, 4)`` for insulation / airflow); ``None`` = global clip.
         **kwargs: :class:`ConfigurableLeader` arguments (batch_size, n_envs, lr, seed, ...).
     """
 
-    def __init__(self, br: Any, *, critic: Any = None, critic_kwargs: dict | None = None,
-                 score_baseline: bool = True, clip_groups: tuple[int, ...] | None = None,
-                 **kwargs: Any):
-        self.critic_kwargs = dict(critic_kwargs or {})
+    def __init__(self, br: Any, *, critic: Any = None, score_baseline: bool = True,
+                 clip_groups: tuple[int, ...] | None = None, **kwargs: Any):
         self.score_baseline = bool(score_baseline)
         size = int(np.prod(br.config_space.shape))
         if clip_groups is not None and (sum(clip_groups) != size or min(clip_groups) < 1):
@@ -159,13 +158,13 @@ class ContinuousLeaderMixin:
             step = np.concatenate([clip_by_global_norm(p, self.max_grad_norm) for p in parts])
             step = step.reshape(grad.shape)
         space = self.br.config_space
-        self.br.set_config(np.clip(self.theta + self.lr * step, space.low, space.high))
+        self.br.set_config(np.clip(self.theta + self.current_lr * step, space.low, space.high))
         self.iteration += 1
         return {"grad_norm": float(np.linalg.norm(grad)), **self.last_metrics}
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "score_baseline": self.score_baseline,
-                "clip_groups": self.clip_groups, "critic_kwargs": self.critic_kwargs}
+                "clip_groups": self.clip_groups}
 
 
 class ContinuousNaivePGD(ContinuousLeaderMixin, NaivePGD):
@@ -206,8 +205,12 @@ class ContinuousBCHG(ContinuousLeaderMixin, BCHG):
             raise ValueError("rao_blackwell=True needs problem.next_state_sigma_points; "
                              "pass rao_blackwell=False")
 
+    def guiding_factor(self, batch: Batch) -> np.ndarray:
+        """The leader factor of the guiding term: the Benefit ``B_L(s_t, b_t)`` (Alg. 1 l. 11)."""
+        return self.benefit(batch)
+
     def _guiding_weights(self, batch: Batch) -> np.ndarray:
-        w = guiding_weights(batch, self.benefit(batch), self.br.beta,
+        w = guiding_weights(batch, self.guiding_factor(batch), self.br.beta,
                             self.problem.gamma_leader, self.normaliser(batch))
         if self.state_baseline:
             episode = np.cumsum(np.r_[True, batch.episode_end[:-1]]) - 1
@@ -249,3 +252,41 @@ class ContinuousBCHG(ContinuousLeaderMixin, BCHG):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "rao_blackwell": self.rao_blackwell,
                 "state_baseline": self.state_baseline}
+
+
+class ContinuousHPGD(ContinuousBCHG):
+    """HPGD (Thoma et al. 2024) on continuous problems, paper App. C.1 eq. (37).
+
+    ``Γ̂ = (1/(βN)) Σ_τ Σ_t γ_L^t Q̂_L(s_t, b_t) [∇̂Q_F(s_t, b_t) − ∇̂V_F(s_t)]`` with
+    ``leader_value="td"`` (HPGD (TD): ``Q̂_L`` from the MLP critic) or ``"mc"`` (HPGD (MC): the
+    discounted leader return-to-go of the episode, as in the authors' code, not a Benefit).
+
+    ``∇̂Q_F`` is the Monte Carlo suffix of Alg. 6 (Rao-Blackwellised as in BC-HG) and
+    ``∇̂V_F(s)`` is the least-squares fit of those suffixes on quadratic features of ``s``
+    (cross-fitted), i.e. the projection device of :class:`ContinuousBCHG` applied to ``Q_L``
+    weights. Differences from the authors (facts §3.2): their ``∇̂V_F`` is an 8-output MLP
+    trained by TD for 5000 steps; for an LQR follower ``∇θ V_F(s) = −sᵀ(∂P)s − ∂v`` is exactly
+    quadratic in ``s``, so the linear fit is consistent where the MLP is not. HPGD (MC) here
+    keeps the critic's ``V_L`` in the partial term (theirs: a separate ``V_L(s)`` network).
+    """
+
+    name = "hpgd_continuous"
+
+    def __init__(self, br: Any, *, leader_value: str = "td", **kwargs: Any):
+        if leader_value not in ("td", "mc"):
+            raise ValueError(f"leader_value must be 'td' or 'mc', got {leader_value!r}")
+        if "state_baseline" in kwargs:
+            raise ValueError("state_baseline is HPGD's ∇V_F term and is always on")
+        self.leader_value = leader_value
+        super().__init__(br, state_baseline=True, **kwargs)
+
+    def guiding_factor(self, batch: Batch) -> np.ndarray:
+        if self.leader_value == "td":
+            return self.critic.q(batch.obs, batch.actions)
+        from bilevel_agents.estimators import discounted_reverse_sum
+
+        return discounted_reverse_sum(batch.r_leader, self.problem.gamma_leader,
+                                      batch.episode_end)
+
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams(), "leader_value": self.leader_value}

@@ -445,3 +445,17 @@ def test_continuous_leader_options(br):
     leader.update()
     assert np.all(leader.theta <= 20.0) and np.all(leader.theta >= -20.0)
     assert leader.iteration == 1
+
+
+def test_hpgd_continuous_options_and_estimate(br):
+    from bilevel_agents.continuous import ContinuousHPGD
+
+    with pytest.raises(ValueError, match="leader_value"):
+        ContinuousHPGD(br, batch_size=100, leader_value="x")
+    with pytest.raises(ValueError, match="state_baseline"):
+        ContinuousHPGD(br, batch_size=100, state_baseline=False)
+    for value in ("td", "mc"):
+        leader = ContinuousHPGD(br, batch_size=2000, n_envs=20, critic=ExactBuildingCritic(),
+                                leader_value=value, theta0=np.zeros(8), seed=0)
+        est = leader.estimate_gradient()
+        assert est.shape == (8,) and np.all(np.isfinite(est))
