@@ -2,7 +2,7 @@
 
 Usage (from the repository root, ``PYTHONPATH=.``)::
 
-    python benchmarks/bench_games.py speed                 # follower solves, one BC-HG iteration
+    python benchmarks/bench_games.py [speed]               # follower solves, one BC-HG iteration
     python benchmarks/bench_games.py toy --seeds 10        # toy game R = 2 and 1 (CSV to --out)
     python benchmarks/bench_games.py lqr --seeds 20        # LQR game
 
@@ -96,8 +96,8 @@ def speed() -> None:
 TOY_METHODS = {
     "BC-HG": (GameBCHG, {}),
     "NAIVE-PGD (on)": (GameNaivePGD, {}),
-    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 10_000}),
-    "Bi-AC (off)": (GameBiAC, {"buffer_episodes": 10_000}),
+    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
+    "Bi-AC (off)": (GameBiAC, {"buffer_episodes": 7_000}),
     "Bi-AC (on)": (GameBiAC, {}),
 }
 
@@ -167,7 +167,7 @@ LQR_METHODS = {
     "BC-HG": (GameBCHG, {}),
     "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
     "NAIVE-PGD (on)": (GameNaivePGD, {}),
-    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 10_000}),
+    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
 }
 
 
@@ -231,6 +231,35 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                                if k not in ("setting", "method")}, flush=True)
 
 
+def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) -> None:
+    """Gradient-estimate quality on the LQR game at fixed K: critic trained ``warmup`` batches
+    at K (no actor step), then ``batches`` estimates; cosine of their mean with the exact
+    hypergradient of the discounted objective (γ_L = 0.99) and of the 100-step return."""
+    from bilevel_agents.exact import hypergradient
+
+    torch.set_num_threads(1)
+    for K in points:
+        for name in ("BC-HG", "BC-HG (plain)", "NAIVE-PGD (on)"):
+            cls, kw = LQR_METHODS[name]
+            br = BestResponse(lqr_game_v0.env(), beta=0.1)
+            L = cls(br, lr=0.1, seed=0, theta0=np.array(K), episodes=4, **kw)
+            exact = hypergradient(br)
+            exact100 = lqr_objective_and_grad(np.array([K]))[1].ravel()
+            for _ in range(warmup):
+                L.critic.update(L.critic_data(L.sample_batch()), br, br.gamma_leader)
+            est = np.array([L.estimate_gradient() for _ in range(batches)])
+            m = est.mean(0)
+            se = est.std(0, ddof=1) / np.sqrt(batches)
+
+            def cos(u, v):
+                return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-300))
+
+            print(f"K={K} {name}: exact ∇J(γ=.99) {exact.round(5)}, ∇J(100 steps) "
+                  f"{exact100.round(5)}; mean estimate {m.round(5)} ± {se.round(5)}; cosine "
+                  f"{cos(m, exact):.3f} / {cos(m, exact100):.3f}; per-batch cosine "
+                  f"{np.mean([cos(e, exact) for e in est]):.3f}", flush=True)
+
+
 def report(paths: list[Path]) -> None:
     """Markdown tables (mean ± SD over seeds, as the paper's MG figures) from result CSVs."""
     rows = []
@@ -270,7 +299,11 @@ def report(paths: list[Path]) -> None:
 
 
 def main() -> None:
+    import sys
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if len(sys.argv) == 1 or sys.argv[1:] == ["--quick"]:  # `bilevel bench` runs speed only
+        sys.argv[1:] = ["speed"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("speed")
@@ -289,11 +322,16 @@ def main() -> None:
                                                     "exact-hypergradient Adam"])
     q.add_argument("--seed-start", type=int, default=0)
     q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
+    e = sub.add_parser("lqr-estimator")
+    e.add_argument("--warmup", type=int, default=100)
+    e.add_argument("--batches", type=int, default=50)
     rp = sub.add_parser("report")
     rp.add_argument("csv", nargs="+", type=Path)
     args = ap.parse_args()
     if args.cmd == "report":
         report(args.csv)
+    elif args.cmd == "lqr-estimator":
+        lqr_estimator([(0.0, 0.0), (-9.0, -9.5), (-9.683, -10.25)], args.warmup, args.batches)
     elif args.cmd == "speed":
         speed()
     elif args.cmd == "toy":

@@ -241,7 +241,7 @@ class GameLeader(Leader):
                 critic = MLPGameCritic(p.state_dim + p.leader_action_dim + p.follower_action_dim,
                                        seed=seed, **ck)
         self.critic = critic
-        self._buffer: list[GameBatch] = []
+        self._buffer: list[np.ndarray] = []
         self._m = np.zeros(br.config_space.shape)
         self._v = np.zeros(br.config_space.shape)
         self._t = 0
@@ -261,13 +261,19 @@ class GameLeader(Leader):
                                leader_sampler=self._explore_sampler() if explore else None)
 
     def critic_data(self, batch: GameBatch) -> GameBatch:
+        """The critic's data: this batch (on-policy) or a ring buffer of recent episodes."""
         if self.buffer_episodes is None:
             return batch
-        self._buffer.append(batch)
-        total = sum(b.n_episodes for b in self._buffer)
-        while len(self._buffer) > 1 and total - self._buffer[0].n_episodes >= self.buffer_episodes:
-            total -= self._buffer.pop(0).n_episodes
-        return GameBatch(*(np.concatenate(cols) for cols in zip(*self._buffer)))
+        cap = int(self.buffer_episodes)
+        if not self._buffer:  # preallocate (no per-iteration concatenation of the buffer)
+            self._buffer = [np.empty((cap,) + x.shape[1:], dtype=x.dtype) for x in batch]
+            self._filled, self._pos = 0, 0
+        idx = (self._pos + np.arange(batch.n_episodes)) % cap
+        for store, x in zip(self._buffer, batch):
+            store[idx] = x
+        self._pos = int((self._pos + batch.n_episodes) % cap)
+        self._filled = min(self._filled + batch.n_episodes, cap)
+        return GameBatch(*(store[:self._filled] for store in self._buffer))
 
     def _q_and_baseline(self, batch: GameBatch):
         """``Q_L`` at the batch and the partial term's baseline (``(E, T)`` each)."""
