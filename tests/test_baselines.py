@@ -297,12 +297,13 @@ def test_hpgd_mc_leaves_the_start_quickly():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls, lr, beta, floor", [
-    (HPGDOracle, 0.5, 0.005, 0.2), (HPGDMonteCarlo, 0.05, 0.005, 0.5),
+@pytest.mark.parametrize("cls, lr, beta, iterations, floor", [
+    (HPGDOracle, 0.5, 0.005, 1500, 0.25), (HPGDMonteCarlo, 0.05, 0.005, 3000, 0.3),
 ])
-def test_long_learning_runs(cls, lr, beta, floor):
+def test_long_learning_runs(cls, lr, beta, iterations, floor):
+    """β = 0.005, batch 100, the authors' best lr: both reach J ≈ 0.35–0.45 (start −0.76)."""
     leader = cls(make_br(beta), lr=lr, seed=0)
-    hist = leader.learn(3000, progress=False)
+    hist = leader.learn(iterations, progress=False)
     assert np.mean([h["objective"] for h in hist[-200:]]) > floor
 
 
