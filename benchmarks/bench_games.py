@@ -171,13 +171,14 @@ LQR_METHODS = {
 }
 
 
-def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0):
-    """Adam on the exact hypergradient of the 100-step return (the reference in known_optima)."""
+def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False):
+    """Adam on the exact hypergradient of the 100-step return (the reference in known_optima);
+    ``follower_fixed=True``: on the exact partial derivative (what NAIVE-PGD estimates)."""
     K = np.array(K0, dtype=np.float64).reshape(1, 2)
     m = v = np.zeros_like(K)
     for t in range(1, iterations + 1):
         try:
-            _, g = lqr_objective_and_grad(K)
+            _, g = lqr_objective_and_grad(K, follower_fixed=follower_fixed)
         except ValueError:
             break
         n = np.linalg.norm(g)
@@ -193,24 +194,27 @@ def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0):
     return K
 
 
-def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0) -> None:
+def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0,
+        k0: tuple[float, float] | None = None) -> None:
     torch.set_num_threads(1)
     done = _done(out)
-    setting = "lqr"
+    setting = "lqr" if k0 is None else f"lqr K0={tuple(k0)}"
     for seed in range(seed_start, seed_start + seeds):
         for name in methods:
             if (setting, name, str(seed)) in done:
                 continue
             t = time.perf_counter()
-            if name == "exact-hypergradient Adam":
-                K0 = np.random.default_rng(seed).normal(size=(1, 2))
-                K = exact_ascent(K0, iterations)
+            if name.startswith("exact-"):
+                K0 = (np.random.default_rng(seed).normal(size=(1, 2)) if k0 is None
+                      else np.array([k0], dtype=np.float64))
+                K = exact_ascent(K0, iterations, follower_fixed=name.startswith("exact-partial"))
                 tail = [lqr_objective(K)]
             else:
                 cls, kw = LQR_METHODS[name]
                 br = BestResponse(lqr_game_v0.env(), beta=0.1)
                 L = cls(br, lr=0.1, seed=seed, init_scale=1.0, episodes=4,
-                        explore_iterations=10, **kw)
+                        explore_iterations=10, theta0=None if k0 is None else np.array(k0),
+                        **kw)
                 K0 = br.leader_gain.copy()
                 tail = []
 
@@ -290,10 +294,11 @@ def report(paths: list[Path]) -> None:
           "seeds > 1 | s/run |")
     print("|---|---|" + "---|" * (len(lqr_keys) + 4))
     for (setting, method), rs in sorted(groups.items()):
-        if setting != "lqr":
+        if not setting.startswith("lqr"):
             continue
         fin = np.array([float(r["final_return"]) for r in rs])
-        print(f"| {method} | {len(rs)} | " + " | ".join(ms([r[k] for r in rs]) for k in lqr_keys)
+        print(f"| {setting}: {method} | {len(rs)} | "
+              + " | ".join(ms([r[k] for r in rs]) for k in lqr_keys)
               + f" | {np.median(fin):.3f} | {fin.max():.3f} | {(fin > 1).sum()} | "
               f"{np.mean([float(r['seconds']) for r in rs]):.0f} |")
 
@@ -321,6 +326,7 @@ def main() -> None:
     q.add_argument("--methods", nargs="+", default=["BC-HG", "NAIVE-PGD (on)",
                                                     "exact-hypergradient Adam"])
     q.add_argument("--seed-start", type=int, default=0)
+    q.add_argument("--k0", type=float, nargs=2, default=None, help="fixed start K (warm start)")
     q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
     e = sub.add_parser("lqr-estimator")
     e.add_argument("--warmup", type=int, default=100)
@@ -337,7 +343,7 @@ def main() -> None:
     elif args.cmd == "toy":
         toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr)
     else:
-        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start)
+        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0)
 
 
 if __name__ == "__main__":

@@ -252,8 +252,12 @@ def _riccati_map(P, A_eff, p: LQRGameParams, gamma):
 
 def lqr_objective_torch(K: torch.Tensor, params: LQRGameParams | None = None, *,
                         beta: float = 0.1, gamma_follower: float = 0.95, W: float = 1e-3,
-                        horizon: int = 100, gamma: float = 1.0) -> torch.Tensor:
+                        horizon: int = 100, gamma: float = 1.0,
+                        follower_fixed: bool = False) -> torch.Tensor:
     """Exact ``E Σ_{t<horizon} γ^t r_L(s_t)`` as a differentiable function of ``K (k, n)``.
+
+    ``follower_fixed=True`` detaches the follower's solution (its gains as functions of
+    ``(s, a)``), so the gradient is the partial derivative ``∂_K J`` that NAIVE-PGD estimates.
 
     Raises:
         ValueError: if the follower's LQR at ``K`` is not stabilisable.
@@ -268,6 +272,8 @@ def lqr_objective_torch(K: torch.Tensor, params: LQRGameParams | None = None, *,
     P_star = discounted_riccati(A_eff.detach().numpy(), p.B, p.Qbar, p.Rbar, gamma_follower)
     P = implicit_fixed_point(lambda X: _riccati_map(X, A_eff, p, gamma_follower), P_star)
     P = (P + P.T) / 2
+    if follower_fixed:
+        P = P.detach()
     S = torch.tensor(p.Rbar, dtype=DT) + gamma_follower * B.T @ P @ B
     Ks = gamma_follower * torch.linalg.solve(S, B.T @ P @ A)
     Ka = gamma_follower * torch.linalg.solve(S, B.T @ P @ C)
