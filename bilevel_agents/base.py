@@ -46,6 +46,7 @@ class Leader(abc.ABC):
         lr_final: if set, the step size decays geometrically from ``lr`` to ``lr_final`` over
             ``lr_decay_iterations`` iterations, then stays there (the paper: constant ``lr``).
         lr_decay_iterations: length of the decay (required with ``lr_final``).
+        optimizer: ``"sgd"`` (the paper) or ``"adam"`` (Adam on the clipped gradient, ascent).
     """
 
     #: short name used by the CLI and in result folders
@@ -53,7 +54,8 @@ class Leader(abc.ABC):
 
     def __init__(self, br: Any, *, lr: float = 0.1, max_grad_norm: float | None = 1.0,
                  seed: int | None = None, theta0: Any = None, init_scale: float = 0.01,
-                 lr_final: float | None = None, lr_decay_iterations: int | None = None):
+                 lr_final: float | None = None, lr_decay_iterations: int | None = None,
+                 optimizer: str = "sgd"):
         if not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -64,7 +66,10 @@ class Leader(abc.ABC):
                                          and int(lr_decay_iterations) >= 1):
             raise ValueError(f"lr_final must be > 0 with lr_decay_iterations >= 1, got "
                              f"lr_final={lr_final!r}, lr_decay_iterations={lr_decay_iterations!r}")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         self.br = br
+        self.optimizer = optimizer
         self.lr, self.max_grad_norm, self.seed = float(lr), max_grad_norm, seed
         self.lr_final = None if lr_final is None else float(lr_final)
         self.lr_decay_iterations = None if lr_final is None else int(lr_decay_iterations)
@@ -74,6 +79,7 @@ class Leader(abc.ABC):
         theta0 = self.rng.normal(0.0, init_scale, size=shape) if theta0 is None else theta0
         self.br.set_config(theta0)
         self.iteration = 0
+        self._adam = {"m": np.zeros(shape), "v": np.zeros(shape)}
         #: extra per-iteration diagnostics set by estimate_gradient (critic error, episodes...)
         self.last_metrics: dict[str, float] = {}
 
@@ -101,9 +107,20 @@ class Leader(abc.ABC):
         if not np.all(np.isfinite(grad)):
             raise FloatingPointError(f"non-finite gradient estimate at iteration {self.iteration}")
         step = clip_by_global_norm(grad, self.max_grad_norm)
+        if self.optimizer == "adam":
+            step = self._adam_direction(step)
         self.br.set_config(self.theta + self.current_lr * step)
         self.iteration += 1
         return {"grad_norm": float(np.linalg.norm(grad)), **self.last_metrics}
+
+    def _adam_direction(self, grad: np.ndarray, b1: float = 0.9, b2: float = 0.999,
+                        eps: float = 1e-8) -> np.ndarray:
+        """Adam's bias-corrected direction m̂ / (√v̂ + ε) (Kingma & Ba, 2015)."""
+        m, v = self._adam["m"], self._adam["v"]
+        m[:] = b1 * m + (1 - b1) * grad
+        v[:] = b2 * v + (1 - b2) * grad**2
+        t = self.iteration + 1
+        return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
 
     def learn(self, iterations: int, **train_kwargs: Any) -> list[dict[str, float]]:
         """Train for ``iterations`` outer iterations with the shared loop
@@ -117,12 +134,13 @@ class Leader(abc.ABC):
         """The constructor arguments that define the run (saved beside the results)."""
         return {"leader": self.name, "lr": self.lr, "max_grad_norm": self.max_grad_norm,
                 "seed": self.seed, "init_scale": self.init_scale, "lr_final": self.lr_final,
-                "lr_decay_iterations": self.lr_decay_iterations}
+                "lr_decay_iterations": self.lr_decay_iterations, "optimizer": self.optimizer}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: θ, iteration, RNG state, critic."""
         state = {"theta": self.theta, "iteration": self.iteration,
-                 "rng": self.rng.bit_generator.state}
+                 "rng": self.rng.bit_generator.state,
+                 "adam": {k: v.copy() for k, v in self._adam.items()}}
         critic = getattr(self, "critic", None)
         if critic is not None:
             state["critic"] = critic.state_dict()
@@ -132,6 +150,8 @@ class Leader(abc.ABC):
         self.br.set_config(state["theta"])
         self.iteration = int(state["iteration"])
         self.rng.bit_generator.state = state["rng"]
+        if "adam" in state:
+            self._adam = {k: np.array(v) for k, v in state["adam"].items()}
         critic = getattr(self, "critic", None)
         if critic is not None and "critic" in state:
             critic.load_state_dict(state["critic"])

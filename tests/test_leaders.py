@@ -134,3 +134,20 @@ def test_geometric_lr_decay():
                                        0.1 * 0.1 ** 0.75, 0.01, 0.01])
     with pytest.raises(ValueError, match="lr_final"):
         NaivePGD(make_br(), lr=0.1, lr_final=0.01)
+
+
+def test_adam_option_moves_each_coordinate_by_at_most_lr_and_resumes(tmp_path):
+    leader = NaivePGD(make_br(), lr=0.01, optimizer="adam", seed=0)
+    before = leader.theta
+    leader.update()
+    assert np.abs(leader.theta - before).max() <= 0.01 + 1e-12  # first Adam step: |Δ| ≤ lr
+    full = NaivePGD(make_br(), lr=0.01, optimizer="adam", seed=1)
+    full.learn(30, progress=False)
+    part = NaivePGD(make_br(), lr=0.01, optimizer="adam", seed=1)
+    train(part, 30, run_dir=tmp_path, progress=False, checkpoint_every=10,
+          callback=lambda it, row: it < 14)
+    again = NaivePGD(make_br(), lr=0.01, optimizer="adam", seed=1)
+    train(again, 30, run_dir=tmp_path, progress=False, checkpoint_every=10)
+    np.testing.assert_allclose(again.theta, full.theta)
+    with pytest.raises(ValueError, match="optimizer"):
+        NaivePGD(make_br(), optimizer="rmsprop")
