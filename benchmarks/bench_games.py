@@ -76,9 +76,11 @@ def speed() -> None:
     f2 = f.copy()
     f2[1] = (0.51, 0.49)
     warm = _timeit(lambda: fol.solve(m, f2))
-    print(f"toy follower solve (official form, tol 1e-6, cold): policy iteration {ours_pi*1e3:.2f} ms, "
+    print(f"toy follower solve (official form, tol 1e-6, cold): policy iteration "
+          f"{ours_pi*1e3:.2f} ms, "
           f"vectorised VI {ours_vi*1e3:.2f} ms, Python triple loop {loop*1e3:.0f} ms "
-          f"-> PI {loop/ours_pi:.0f}x, VI {loop/ours_vi:.0f}x faster; warm-started PI {warm*1e3:.2f} ms")
+          f"-> PI {loop/ours_pi:.0f}x, VI {loop/ours_vi:.0f}x faster; warm-started PI "
+          f"{warm*1e3:.2f} ms")
     for name, mod, beta, kw in (("toy", toy_game_v0, 0.05, {}),
                                 ("lqr", lqr_game_v0, 0.1, dict(init_scale=1.0, episodes=4))):
         br = BestResponse(mod.env(), beta=beta)

@@ -153,7 +153,8 @@ def guiding_weights(benefit: np.ndarray, v_f: np.ndarray, beta: float, gamma_l: 
 
     Exchanging the sums of Alg. 1 line 16 and eq. 9:
     ``Σ_t γ_L^t B_t/β Σ_{k≥t} γ_F^{k−t} c_k ∇log f_k = Σ_k c_k G_k ∇log f_k`` with
-    ``G_k = Σ_{t≤k} γ_F^{k−t} γ_L^t B_t / β`` (a forward discounted cumsum), ``c_k = V_F − baseline``.
+    ``G_k = Σ_{t≤k} γ_F^{k−t} γ_L^t B_t / β`` (a forward discounted cumsum),
+    ``c_k = V_F − baseline``.
     """
     if not float(beta) > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")

@@ -369,7 +369,7 @@ class GameLeader(Leader):
 
 
 class GameNaivePGD(GameLeader):
-    """NAIVE-PGD: the partial derivative only (Alg. 5; App. C.1), ignoring the follower's response."""
+    """NAIVE-PGD: the partial derivative only (Alg. 5; App. C.1), ignoring the follower."""
 
     name: ClassVar[str] = "game-naive"
 

@@ -47,7 +47,8 @@ def discounted_riccati(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarra
     Ks = gamma * np.linalg.solve(S, B.T @ P @ A)
     rho = np.max(np.abs(np.linalg.eigvals(sg * (A - B @ Ks))))
     resid = Q + gamma * A.T @ P @ A - gamma ** 2 * A.T @ P @ B @ np.linalg.solve(S, B.T @ P @ A) - P
-    if not np.all(np.isfinite(P)) or rho >= 1.0 or np.max(np.abs(resid)) > 1e-6 * (1 + np.abs(P).max()):
+    bad_resid = np.max(np.abs(resid)) > 1e-6 * (1 + np.abs(P).max())
+    if not np.all(np.isfinite(P)) or rho >= 1.0 or bad_resid:
         raise ValueError(f"LQR not stabilisable: A={A.tolist()}, B={B.tolist()}, gamma={gamma} "
                          f"(closed-loop spectral radius {rho:.4g})")
     return P

@@ -23,7 +23,8 @@ Two solvers, both vectorised over all ``(s, a, b)`` (no Python loop over states 
 evaluation (one ``(SAB × SAB)`` linear solve) with the Boltzmann improvement and converges in a
 handful of steps; ``method="value_iteration"`` repeats the backup above (the authors' solver; a
 small ``max_iterations`` gives the k-step "sub-optimal" follower). Both stop at
-``max|ΔQ| < tol · max(1, max|Q|)`` or after ``max_iterations``, and warm-start from the previous ``Q`` unless
+``max|ΔQ| < tol · max(1, max|Q|)`` or after ``max_iterations``, and warm-start from the
+previous ``Q`` unless
 ``warm_start=False``.
 """
 

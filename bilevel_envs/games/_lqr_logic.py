@@ -75,7 +75,8 @@ class LQRGameParams:
     def step(self, s: np.ndarray, a: np.ndarray, b: np.ndarray):
         """Batched ``(s', r_F, r_L)`` for ``s (N, n)``, ``a (N, k)``, ``b (N, m)``."""
         nxt = s @ self.A.T + b @ self.B.T + a @ self.C.T
-        r_f = -(np.einsum("ni,ij,nj->n", s, self.Qbar, s) + np.einsum("ni,ij,nj->n", b, self.Rbar, b))
+        r_f = -(np.einsum("ni,ij,nj->n", s, self.Qbar, s)
+                + np.einsum("ni,ij,nj->n", b, self.Rbar, b))
         return nxt, r_f, self.leader_reward(s)
 
     def leader_reward(self, s: np.ndarray) -> np.ndarray:

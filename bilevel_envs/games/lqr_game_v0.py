@@ -88,7 +88,7 @@ class LQRGameEnv(LeaderFollowerGame):
         return np.concatenate([np.asarray(states, dtype=np.float64), a], axis=-1)
 
     def make_follower(self, beta: float, **kwargs: Any):
-        """Closed-form MaxEnt LQR with the observed leader action (:class:`MaxEntLQRGameFollower`)."""
+        """Closed-form MaxEnt LQR with the observed leader action (``MaxEntLQRGameFollower``)."""
         from bilevel_envs.followers.maxent_lqr_game import MaxEntLQRGameFollower
 
         return MaxEntLQRGameFollower(beta=beta, gamma=self.gamma_follower, **kwargs)
