@@ -30,15 +30,21 @@ Coefficient form (see :mod:`bilevel_agents.estimators`): the weights
 discounted forward sum (γ_F) turns them into coefficients of ``r_F`` (and of ``log p`` with
 ``γ_F V_F(s')`` for θ-dependent dynamics, eq. 39).
 
-Oracle batch, a documented difference: the wrapper's ``rollout(initial_states=...)`` sets the
-start state of the *first* episode of each stream; later episodes of a stream restart from the
-problem's start distribution. The oracle batch is therefore ``oracle_n_envs`` streams (default
-``oracle_batch_size // 100``, i.e. 100 streams of 100 steps for 10^4) whose first episodes start
-uniformly over all states (the goal included, as in the authors' code) and whose later episodes
-start at S (about 500 episodes per 10^4 transitions, ~100 from uniform starts), where the
-authors restart every episode uniformly. Every-visit averages stay consistent estimates of the
-same ``∇Q_F``, ``∇V_F``, ``Q_L``, ``V_L`` (Markov property); only the coverage differs, and the
-on-policy keys, which are the ones looked up, are on the S-paths.
+Oracle batch. The wrapper's ``rollout(initial_states=...)`` sets the start state of the *first*
+episode of each stream; later episodes restart from the problem's start distribution. Two
+layouts are offered (``oracle_starts``):
+
+* ``"every"`` — every episode starts uniformly over all states (the goal included), as in the
+  authors' code: streams as long as the time limit are rolled out and only their first, complete
+  episodes are kept, in order, until ``oracle_batch_size`` transitions (the last one cut). It
+  simulates ~20× the transitions it keeps (~10× the cost of ``"first"`` per iteration).
+* ``"first"`` (cheap) — ``oracle_n_envs`` streams (default ``oracle_batch_size // 100``, i.e.
+  100 streams of 100 steps for 10^4) whose first episodes start uniformly and whose later
+  episodes start at S (~500 episodes per 10^4 transitions, ~100 from uniform starts).
+
+Every-visit averages are consistent estimates of the same ``∇Q_F``, ``∇V_F``, ``Q_L``, ``V_L``
+under both (Markov property); the coverage differs: ``"first"`` puts more visits on the S-paths,
+where the on-policy keys are; ``"every"`` spreads them over the map.
 
 An on-policy ``(s, b)`` that the statistics batch never visited has no estimate: its term is
 dropped (weight 0), instead of pairing an empty ``Q̂_L = 0`` with a non-empty ``V̂_L``.
@@ -60,6 +66,8 @@ from bilevel_agents.estimators import (
     surrogate_gradient,
 )
 from bilevel_envs.core import Batch
+
+_ORACLE_STARTS = ("first", "every")
 
 __all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "advantage_grad_coefficients"]
 
@@ -115,13 +123,16 @@ class HPGD(ConfigurableLeader):
             ``"exact"`` (tests) or a :class:`~bilevel_agents.critics.Critic`.
         oracle_batch_size: ``None`` (on-policy statistics) or the size of the extra batch from
             uniform start states per iteration (HPGD (oracle): 10^4, App. D).
-        oracle_n_envs: streams of the oracle batch (default ``oracle_batch_size // 100``,
-            at least 1); each stream's first episode starts uniformly (module docstring).
+        oracle_starts: ``"every"`` (each oracle episode starts uniformly, as the authors) or
+            ``"first"`` (only each stream's first episode; cheaper); module docstring.
+        oracle_n_envs: streams of a ``"first"`` oracle batch (default
+            ``oracle_batch_size // 100``, at least 1).
         **kwargs: :class:`~bilevel_agents.configurable.ConfigurableLeader` arguments
             (``batch_size``, ``sarsa_alpha``, ``lr``, ``seed``, ...).
 
     Raises:
-        ValueError: a non-tabular problem, a bad ``oracle_batch_size`` / ``oracle_n_envs``.
+        ValueError: a non-tabular problem, a bad ``oracle_batch_size``, ``oracle_starts`` or
+            ``oracle_n_envs``.
 
     Example:
         >>> import gymnasium as gym, bilevel_envs
@@ -136,11 +147,15 @@ class HPGD(ConfigurableLeader):
     default_critic = "mc"
 
     def __init__(self, br: Any, *, oracle_batch_size: int | None = None,
-                 oracle_n_envs: int | None = None, **kwargs: Any):
+                 oracle_starts: str = "first", oracle_n_envs: int | None = None,
+                 **kwargs: Any):
         super().__init__(br, **kwargs)
         if not self.tabular:
             raise ValueError(f"HPGD needs a tabular problem (every-visit averages per state), "
                              f"got {type(br.problem).__name__}")
+        if oracle_starts not in _ORACLE_STARTS:
+            raise ValueError(f"oracle_starts must be one of {_ORACLE_STARTS}, "
+                             f"got {oracle_starts!r}")
         if oracle_batch_size is not None:
             if isinstance(oracle_batch_size, (bool, np.bool_)) or not isinstance(
                     oracle_batch_size, (int, np.integer)) or oracle_batch_size < 1:
@@ -158,14 +173,37 @@ class HPGD(ConfigurableLeader):
         elif oracle_n_envs is not None:
             raise ValueError(f"oracle_n_envs={oracle_n_envs!r} needs an oracle_batch_size")
         self.oracle_batch_size, self.oracle_n_envs = oracle_batch_size, oracle_n_envs
+        self.oracle_starts = oracle_starts
         self.last_stats_batch: Batch | None = None
 
     # ------------------------------------------------------------------ batches
     def collect_oracle(self) -> Batch:
-        """The oracle's extra batch (Alg. 8 line 7): first episodes from uniform start states."""
-        starts = self.rng.integers(0, self.problem.n_states, size=self.oracle_n_envs)
-        return self.br.rollout(self.oracle_batch_size, self.oracle_n_envs, rng=self.rng,
-                               initial_states=starts)
+        """The oracle's extra batch (Alg. 8 line 7) from uniform start states."""
+        S = self.problem.n_states
+        if self.oracle_starts == "first":
+            starts = self.rng.integers(0, S, size=self.oracle_n_envs)
+            return self.br.rollout(self.oracle_batch_size, self.oracle_n_envs, rng=self.rng,
+                                   initial_states=starts)
+        need, length = self.oracle_batch_size, self.br.max_episode_steps
+        parts: list[Batch] = []
+        total = streams = 0
+        while total < need:  # one rollout, rarely two
+            # cost is per time step (streams are stepped together): be generous with streams
+            n = max(1, -(-(need - total) // 10))
+            batch = self.br.rollout(n * length, n, rng=self.rng,
+                                    initial_states=self.rng.integers(0, S, size=n))
+            # keep each stream's first episode (complete: the stream is as long as the limit)
+            first = (np.cumsum((batch.time == 0).reshape(n, length), axis=1) == 1).ravel()
+            fields = {k: np.asarray(v)[first] for k, v in batch._asdict().items()}
+            fields["env_id"] = fields["env_id"] + streams  # unique stream ids across rollouts
+            kept = Batch(**fields)
+            parts.append(kept)
+            streams += n
+            total += len(kept)
+        fields = [np.concatenate(cols)[:need] for cols in zip(*parts)]
+        out = Batch(*fields)
+        out.batch_end[-1] = not (out.terminated[-1] or out.truncated[-1])
+        return out
 
     def _keys(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         return batch.obs * self.problem.n_actions + batch.actions, batch.obs
@@ -206,7 +244,7 @@ class HPGD(ConfigurableLeader):
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "oracle_batch_size": self.oracle_batch_size,
-                "oracle_n_envs": self.oracle_n_envs}
+                "oracle_starts": self.oracle_starts, "oracle_n_envs": self.oracle_n_envs}
 
 
 class HPGDMonteCarlo(HPGD):

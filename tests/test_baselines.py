@@ -170,6 +170,22 @@ def test_hpgd_mc_is_consistent_and_its_small_batch_bias_is_visible():
     assert err > 2.0 * se
 
 
+def test_every_oracle_episode_starts_uniformly(br):
+    """oracle_starts="every" (the authors' layout): exactly oracle_batch_size transitions, every
+    episode from a uniform start, all but possibly the last complete."""
+    leader = HPGD(br, oracle_batch_size=5000, oracle_starts="every", seed=0)
+    leader.estimate_gradient()
+    stats = leader.last_stats_batch
+    assert len(stats) == 5000
+    starts = stats.obs[stats.time == 0]
+    assert starts.size > 150 and np.unique(starts).size > 80  # ~250 uniform draws over 104
+    assert np.count_nonzero(stats.terminated | stats.truncated) >= starts.size - 1
+    assert stats.batch_end.sum() <= 1 and stats.episode_end[-1]
+    # episodes are contiguous: time restarts exactly after each episode end
+    np.testing.assert_array_equal(stats.time[1:] == 0, stats.episode_end[:-1])
+    assert leader.hparams()["oracle_starts"] == "every"
+
+
 def test_oracle_batch_starts_uniformly(br):
     leader = HPGD(br, oracle_batch_size=10_000, seed=0)
     leader.estimate_gradient()
@@ -238,6 +254,7 @@ def test_sobirl_general_form_matches_alg8_line32_with_action_dependent_rewards(b
     ({"oracle_batch_size": 1000, "oracle_n_envs": 3}, "oracle_n_envs"),
     ({"oracle_batch_size": 1000, "oracle_n_envs": 0}, "oracle_n_envs"),
     ({"oracle_n_envs": 10}, "oracle_n_envs"),
+    ({"oracle_batch_size": 1000, "oracle_starts": "all"}, "oracle_starts"),
     ({"critic": "bogus"}, "critic"),
     ({"batch_size": 0}, "batch_size"),
     ({"sarsa_alpha": 0.0, "critic": "sarsa"}, "alpha"),
