@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bilevel_agents.exact_games import lqr_objective, lqr_objective_and_grad, toy_objective
+from bilevel_agents.exact_games import (
+    LQRExactLeaderCritic,
+    lqr_objective,
+    lqr_objective_and_grad,
+    toy_objective,
+)
 from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
@@ -167,6 +172,8 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
 
 LQR_METHODS = {
     "BC-HG": (GameBCHG, {}),
+    "BC-HG (exact critic)": (GameBCHG, {"oracle": True, "benefit_samples": 8}),
+    "NAIVE-PGD (exact critic)": (GameNaivePGD, {"oracle": True}),
     "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
     "NAIVE-PGD (on)": (GameNaivePGD, {}),
     "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
@@ -213,6 +220,9 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                 tail = [lqr_objective(K)]
             else:
                 cls, kw = LQR_METHODS[name]
+                kw = dict(kw)
+                if kw.pop("oracle", False):
+                    kw["critic"] = LQRExactLeaderCritic(tol=1e-4)
                 br = BestResponse(lqr_game_v0.env(), beta=0.1)
                 L = cls(br, lr=0.1, seed=seed, init_scale=1.0, episodes=4,
                         explore_iterations=10, theta0=None if k0 is None else np.array(k0),
@@ -247,6 +257,9 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
     for K in points:
         for name in ("BC-HG", "BC-HG (plain)", "NAIVE-PGD (on)"):
             cls, kw = LQR_METHODS[name]
+            kw = dict(kw)
+            if kw.pop("oracle", False):
+                kw["critic"] = LQRExactLeaderCritic(tol=1e-4)
             br = BestResponse(lqr_game_v0.env(), beta=0.1)
             L = cls(br, lr=0.1, seed=0, theta0=np.array(K), episodes=4, **kw)
             exact = hypergradient(br)

@@ -37,6 +37,7 @@ from bilevel_envs.games.lqr_game_v0 import LQRGameEnv, LQRGameParams
 from bilevel_envs.games.toy_game_v0 import ToyGameEnv
 
 __all__ = [
+    "LQRExactLeaderCritic",
     "ToyExact",
     "implicit_fixed_point",
     "lqr_objective",
@@ -310,6 +311,68 @@ def lqr_objective_and_grad(K: Any, **kwargs: Any) -> tuple[float, np.ndarray]:
     J = lqr_objective_torch(Kt, **kwargs)
     (grad,) = torch.autograd.grad(J, Kt)
     return float(J.detach()), grad.numpy()
+
+
+class LQRExactLeaderCritic:
+    """Exact ``Q_L(s, a, b) = r_L(s) + γ_L V_L(As + Bb + Ca)`` of the LQR game (an oracle critic).
+
+    ``V_L(x) = Σ_t γ_L^t E[r_L(s_t) | s_0 = x]`` under the current leader gain and the follower's
+    best response: from a deterministic ``x`` the state law is ``N(M^t x, C_t)`` with a
+    covariance sequence ``C_t`` independent of ``x``, so all samples share ``M^t`` and ``C_t``
+    and the Gaussian integral is vectorised over samples. Drop-in for a game leader's critic
+    (``update`` re-reads the wrapper's current K; ``values`` evaluates batches).
+    """
+
+    def __init__(self, tol: float = 1e-8):
+        self.tol = float(tol)
+
+    def update(self, data: Any, br: Any, gamma: float) -> float:
+        p = br.problem.params
+        fol = br.follower
+        n, _, _ = p.dims
+        K, W = br.leader_gain, br.leader_noise
+        G = p.C - p.B @ fol.K_a
+        M = p.A - p.B @ fol.K_s + G @ K
+        N = G @ W @ W.T @ G.T + p.B @ fol.cov @ p.B.T
+        T = int(np.ceil(np.log(self.tol) / np.log(gamma)))
+        Mt = np.empty((T, n, n))
+        C = np.zeros((n, n))
+        Mk = np.eye(n)
+        lam = p.sharpness
+        self._gain = np.empty((T, n, n))
+        self._scale = np.empty(T)
+        for t in range(T):
+            Mt[t] = Mk
+            IC = np.eye(n) + C @ lam
+            self._gain[t] = lam @ np.linalg.inv(IC)
+            self._scale[t] = gamma ** t / np.sqrt(np.linalg.det(IC))
+            Mk = M @ Mk
+            C = M @ C @ M.T + N
+        self._Mt, self._gamma, self._p = Mt, gamma, p
+        return 0.0
+
+    def leader_value(self, x: np.ndarray) -> np.ndarray:
+        """``V_L(x)`` for a batch ``(N, n)``."""
+        d = np.einsum("tij,nj->tni", self._Mt, x) - self._p.target
+        quad = np.einsum("tni,tij,tnj->tn", d, self._gain, d)
+        return (self._scale[:, None] * np.exp(-0.5 * quad)).sum(axis=0)
+
+    def values(self, s, a, b) -> np.ndarray:
+        p = self._p
+        s = np.asarray(s, dtype=np.float64)
+        lead = s.shape[:-1]
+        s2 = s.reshape(-1, s.shape[-1])
+        a2 = np.asarray(a, dtype=np.float64).reshape(len(s2), -1)
+        b2 = np.asarray(b, dtype=np.float64).reshape(len(s2), -1)
+        nxt = s2 @ p.A.T + b2 @ p.B.T + a2 @ p.C.T
+        q = p.leader_reward(s2) + self._gamma * self.leader_value(nxt)
+        return q.reshape(lead)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 # ============================================================================ dispatch

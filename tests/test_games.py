@@ -559,3 +559,18 @@ def test_mlp_leader_parameterization():
     L.learn(3, evaluate=False, progress=False)
     with pytest.raises(ValueError, match="leader_parameterization"):
         BestResponse(lqr_game_v0.env(), beta=0.1, leader_parameterization=par)
+
+
+def test_lqr_exact_leader_critic():
+    from bilevel_agents.exact_games import LQRExactLeaderCritic
+
+    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    K = np.array([[-9.683, -10.25]])
+    br.set_leader_policy(K)
+    c = LQRExactLeaderCritic(tol=1e-10)
+    c.update(None, br, 0.99)
+    v0 = c.leader_value(br.problem.params.s0[None])[0]
+    assert v0 == pytest.approx(lqr_objective(K, horizon=2292, gamma=0.99), rel=1e-6)
+    s, a, b = np.array([[0.3, 0.1]]), np.array([[0.2]]), np.array([[-0.1]])
+    nxt, _, r_l = br.problem.transition(s, a, b)
+    assert c.values(s, a, b)[0] == pytest.approx(r_l[0] + 0.99 * c.leader_value(nxt)[0])
