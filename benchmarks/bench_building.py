@@ -116,7 +116,8 @@ def bench_critic(br, iterations, authors):
             est = leader.estimate_gradient()
             times.append(time.perf_counter() - t)
             cosines.append(_cos(est, g))
-        print(f"[critic] {label:40s} first {times[0]:6.1f} s, then {np.median(times[1:]):5.2f} s/it;"
+        rest = np.median(times[1:]) if len(times) > 1 else float("nan")
+        print(f"[critic] {label:40s} first {times[0]:6.1f} s, then {rest:5.2f} s/it;"
               f" Benefit corr after {n_it} its {quality(leader.critic):.3f}; gradient cos "
               f"(last 5) {np.mean(cosines[-5:]):.3f}")
 

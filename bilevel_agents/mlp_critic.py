@@ -59,7 +59,7 @@ def _mlp(n_in: int, hidden: tuple[int, ...], gen: torch.Generator,
 
 
 class MLPCritic:
-    """TD(0) MLP critic ``Q_L(s, b)`` (paper Alg. 3), conforming to :class:`~bilevel_agents.critics.Critic`.
+    """TD(0) MLP critic ``Q_L(s, b)`` (paper Alg. 3); a :class:`~bilevel_agents.critics.Critic`.
 
     Args:
         state_dim: dimension of ``s``.
