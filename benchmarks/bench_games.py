@@ -172,7 +172,7 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
 
 LQR_METHODS = {
     "BC-HG": (GameBCHG, {}),
-    "BC-HG (exact critic)": (GameBCHG, {"oracle": True, "benefit_samples": 8}),
+    "BC-HG (exact critic)": (GameBCHG, {"oracle": True, "benefit_samples": 2}),
     "NAIVE-PGD (exact critic)": (GameNaivePGD, {"oracle": True}),
     "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
     "NAIVE-PGD (on)": (GameNaivePGD, {}),
@@ -222,7 +222,7 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                 cls, kw = LQR_METHODS[name]
                 kw = dict(kw)
                 if kw.pop("oracle", False):
-                    kw["critic"] = LQRExactLeaderCritic(tol=1e-4)
+                    kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
                 br = BestResponse(lqr_game_v0.env(), beta=0.1)
                 L = cls(br, lr=0.1, seed=seed, init_scale=1.0, episodes=4,
                         explore_iterations=10, theta0=None if k0 is None else np.array(k0),
@@ -259,7 +259,7 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
             cls, kw = LQR_METHODS[name]
             kw = dict(kw)
             if kw.pop("oracle", False):
-                kw["critic"] = LQRExactLeaderCritic(tol=1e-4)
+                kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
             br = BestResponse(lqr_game_v0.env(), beta=0.1)
             L = cls(br, lr=0.1, seed=0, theta0=np.array(K), episodes=4, **kw)
             exact = hypergradient(br)

@@ -348,14 +348,22 @@ class LQRExactLeaderCritic:
             self._scale[t] = gamma ** t / np.sqrt(np.linalg.det(IC))
             Mk = M @ Mk
             C = M @ C @ M.T + N
-        self._Mt, self._gamma, self._p = Mt, gamma, p
+        # Mcat[j, t*n + i] = (M^t)[i, j]
+        self._Mcat = np.ascontiguousarray(Mt.transpose(2, 0, 1).reshape(n, T * n))
+        self._gamma, self._p = gamma, p
         return 0.0
 
     def leader_value(self, x: np.ndarray) -> np.ndarray:
         """``V_L(x)`` for a batch ``(N, n)``."""
-        d = np.einsum("tij,nj->tni", self._Mt, x) - self._p.target
-        quad = np.einsum("tni,tij,tnj->tn", d, self._gain, d)
-        return (self._scale[:, None] * np.exp(-0.5 * quad)).sum(axis=0)
+        x = np.asarray(x, dtype=np.float64)
+        T, n = self._gain.shape[:2]
+        # one BLAS product for all t: d[:, t, i] = (M^t x)_i − s*_i
+        d = (x @ self._Mcat).reshape(len(x), T, n) - self._p.target
+        quad = np.zeros((len(x), T))
+        for i in range(n):  # n² elementwise terms (n = 2), vectorised over samples and time
+            for j in range(n):
+                quad += self._gain[:, i, j] * d[..., i] * d[..., j]
+        return np.exp(-0.5 * quad) @ self._scale
 
     def values(self, s, a, b) -> np.ndarray:
         p = self._p
