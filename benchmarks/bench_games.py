@@ -175,6 +175,8 @@ LQR_METHODS = {
     "BC-HG (exact critic)": (GameBCHG, {"oracle": True, "benefit_samples": 2}),
     "NAIVE-PGD (exact critic)": (GameNaivePGD, {"oracle": True}),
     "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
+    "BC-HG (critic exploration 0.3)": (GameBCHG, {"critic_exploration": 0.3}),
+    "NAIVE-PGD (critic exploration 0.3)": (GameNaivePGD, {"critic_exploration": 0.3}),
     "NAIVE-PGD (on)": (GameNaivePGD, {}),
     "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
 }

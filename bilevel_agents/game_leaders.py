@@ -201,6 +201,10 @@ class GameLeader(Leader):
         benefit_samples: follower samples ``M`` per Benefit (``None``: exact expectation under
             a tabular follower; LQR default 32; the authors use 256).
         control_variates: use the unbiased baselines described in the module docstring.
+        critic_exploration: LQR only: also roll out ``episodes`` episodes with leader actions
+            ``Ks + σ ε`` (σ = this value) and train the critic on them too, so that the
+            critic's dependence on ``a`` is identifiable (on-policy data have ``a`` within
+            ``W = 1e-3`` of ``Ks``); the actor still uses on-policy episodes only.
     """
 
     name: ClassVar[str] = "game-leader"
@@ -211,7 +215,7 @@ class GameLeader(Leader):
                  optimizer: str = "adam", episodes: int = 3, critic: Any = None,
                  critic_kwargs: dict | None = None, buffer_episodes: int | None = None,
                  explore_iterations: int = 0, benefit_samples: int | None = None,
-                 control_variates: bool = True):
+                 control_variates: bool = True, critic_exploration: float | None = None):
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if int(episodes) < 1:
@@ -225,6 +229,7 @@ class GameLeader(Leader):
         self.buffer_episodes = buffer_episodes
         self.explore_iterations = int(explore_iterations)
         self.control_variates = bool(control_variates)
+        self.critic_exploration = critic_exploration
         self._tabular = br._is_toy
         if benefit_samples is None and not self._tabular:
             benefit_samples = 32
@@ -262,6 +267,15 @@ class GameLeader(Leader):
 
     def critic_data(self, batch: GameBatch) -> GameBatch:
         """The critic's data: this batch (on-policy) or a ring buffer of recent episodes."""
+        if self.critic_exploration is not None and not self._tabular:
+            sigma = float(self.critic_exploration)
+            K = self.br.leader_gain
+
+            def noisy(obs, rng):
+                return obs @ K.T + sigma * rng.standard_normal((len(obs), K.shape[0]))
+
+            extra = self.br.rollout(self.episodes, rng=self.rng, leader_sampler=noisy)
+            batch = GameBatch(*(np.concatenate([x, y]) for x, y in zip(batch, extra)))
         if self.buffer_episodes is None:
             return batch
         cap = int(self.buffer_episodes)
@@ -357,7 +371,8 @@ class GameLeader(Leader):
                 "buffer_episodes": self.buffer_episodes,
                 "explore_iterations": self.explore_iterations,
                 "benefit_samples": self.benefit_samples,
-                "control_variates": self.control_variates}
+                "control_variates": self.control_variates,
+                "critic_exploration": self.critic_exploration}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "adam": (self._m.copy(), self._v.copy(), self._t)}

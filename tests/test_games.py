@@ -524,9 +524,9 @@ def test_biac_stackelberg_target_and_critic_tracks_exact():
 
 def test_lqr_leaders_smoke():
     br = BestResponse(lqr_game_v0.env(), beta=0.1)
-    for cls in (GameBCHG, GameNaivePGD):
+    for cls, kw in ((GameBCHG, {}), (GameNaivePGD, {"critic_exploration": 0.3})):
         L = cls(br, lr=0.1, seed=0, init_scale=1.0, episodes=2, explore_iterations=1,
-                critic_kwargs={"steps": 5})
+                critic_kwargs={"steps": 5}, **kw)
         rows = L.learn(3, evaluate=False, progress=False)
         assert len(rows) == 3 and np.all(np.isfinite(L.theta))
 
