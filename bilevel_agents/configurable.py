@@ -39,6 +39,11 @@ class ConfigurableLeader(Leader):
         batch_size: transitions per outer iteration (the paper's "batch size"); every
             iteration restarts episodes from the start distribution.
         n_envs: episode streams stepped together (``batch_size`` must be a multiple).
+        refine_after: if set, from this iteration on every batch has ``refine_batch_size``
+            transitions (in ``refine_batch_size // 200`` streams, the authors' layout). A
+            two-phase schedule: small noisy batches to leave the no-incentive basin, then
+            large ones to climb the basin found (see docs/results/four_rooms.md).
+        refine_batch_size: batch size of the refinement phase.
         critic: a :class:`~bilevel_agents.critics.Critic`, or ``"sarsa"``, ``"exact"``,
             ``"mc"`` for the tabular ones; ``None`` = the method's default.
         sarsa_alpha: α_SA of the default SARSA critic.
@@ -53,6 +58,7 @@ class ConfigurableLeader(Leader):
     default_critic: str | None = "sarsa"
 
     def __init__(self, br: Any, *, batch_size: int = 100, n_envs: int = 1,
+                 refine_after: int | None = None, refine_batch_size: int = 1000,
                  critic: Critic | str | None = None, sarsa_alpha: float = 0.5,
                  critic_kwargs: dict[str, Any] | None = None, partial: str | None = None,
                  **kwargs: Any):
@@ -68,7 +74,12 @@ class ConfigurableLeader(Leader):
             raise ValueError(f"partial must be one of {_PARTIALS}, got {partial!r}")
         if partial == "mc" and not self.tabular:
             raise ValueError("partial='mc' needs a tabular problem; use partial='td'")
+        if refine_after is not None and (int(refine_after) < 0 or int(refine_batch_size) < 1):
+            raise ValueError(f"refine_after must be >= 0 and refine_batch_size >= 1, got "
+                             f"{refine_after!r}, {refine_batch_size!r}")
         self.batch_size, self.n_envs, self.partial = int(batch_size), int(n_envs), partial
+        self.refine_after = None if refine_after is None else int(refine_after)
+        self.refine_batch_size = int(refine_batch_size)
         self.sarsa_alpha = float(sarsa_alpha)
         self.critic_kwargs = dict(critic_kwargs or {})
         self.critic = self._make_critic(critic if critic is not None else self.default_critic)
@@ -116,6 +127,10 @@ class ConfigurableLeader(Leader):
 
     # ------------------------------------------------------------------ the estimate
     def collect(self) -> Batch:
+        if self.refine_after is not None and self.iteration >= self.refine_after:
+            n = self.refine_batch_size
+            streams = max(1, n // 200)
+            return self.br.rollout(n - n % streams, streams, rng=self.rng)
         return self.br.rollout(self.batch_size, self.n_envs, rng=self.rng)
 
     def partial_coefficients(self, batch: Batch) -> Coefficients:
@@ -146,6 +161,7 @@ class ConfigurableLeader(Leader):
     def hparams(self) -> dict[str, Any]:
         critic = type(self.critic).__name__ if self.critic is not None else None
         return {**super().hparams(), "batch_size": self.batch_size, "n_envs": self.n_envs,
+                "refine_after": self.refine_after, "refine_batch_size": self.refine_batch_size,
                 "critic": critic, "sarsa_alpha": self.sarsa_alpha,
                 "critic_kwargs": self.critic_kwargs, "partial": self.partial,
                 "beta": self.br.beta}

@@ -151,3 +151,14 @@ def test_adam_option_moves_each_coordinate_by_at_most_lr_and_resumes(tmp_path):
     np.testing.assert_allclose(again.theta, full.theta)
     with pytest.raises(ValueError, match="optimizer"):
         NaivePGD(make_br(), optimizer="rmsprop")
+
+
+def test_refinement_phase_switches_batch_size():
+    leader = BCHG(make_br(), batch_size=100, refine_after=2, refine_batch_size=400, seed=0)
+    sizes = []
+    for _ in range(4):
+        sizes.append(len(leader.collect()))
+        leader.update()
+    assert sizes == [100, 100, 400, 400]
+    with pytest.raises(ValueError, match="refine_after"):
+        BCHG(make_br(), refine_after=-1)
