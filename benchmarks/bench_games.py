@@ -206,7 +206,7 @@ def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False
 
 
 def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0,
-        k0: tuple[float, float] | None = None) -> None:
+        k0: tuple[float, float] | None = None, lr: float = 0.1) -> None:
     torch.set_num_threads(1)
     done = _done(out)
     setting = "lqr" if k0 is None else f"lqr K0={tuple(k0)}"
@@ -226,7 +226,7 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                 if kw.pop("oracle", False):
                     kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
                 br = BestResponse(lqr_game_v0.env(), beta=0.1)
-                L = cls(br, lr=0.1, seed=seed, init_scale=1.0, episodes=4,
+                L = cls(br, lr=lr, seed=seed, init_scale=1.0, episodes=4,
                         explore_iterations=10, theta0=None if k0 is None else np.array(k0),
                         **kw)
                 K0 = br.leader_gain.copy()
@@ -239,8 +239,8 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
 
                 L.learn(iterations, evaluate=ev, eval_every=10, progress=False)
                 K = br.leader_gain
-            row = {"setting": setting, "method": name, "seed": seed,
-                   "K0_1": K0[0, 0], "K0_2": K0[0, 1], "J0": lqr_objective(K0),
+            row = {"setting": setting if lr == 0.1 else f"{setting} lr={lr}", "method": name,
+                   "seed": seed, "K0_1": K0[0, 0], "K0_2": K0[0, 1], "J0": lqr_objective(K0),
                    "K_1": K[0, 0], "K_2": K[0, 1], "final_return": lqr_objective(K),
                    "tail_return": float(np.mean(tail)), "seconds": time.perf_counter() - t,
                    "iterations": iterations}
@@ -290,7 +290,9 @@ def report(paths: list[Path]) -> None:
                 rows += list(csv.DictReader(fh))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["setting"], r["method"]), []).append(r)
+        key = r["method"] if r["setting"].startswith("toy") else (
+            f"{r['method']}, {int(float(r['iterations']))} it.")
+        groups.setdefault((r["setting"], key), []).append(r)
 
     def ms(vals):
         v = np.array(vals, dtype=float)
@@ -344,6 +346,7 @@ def main() -> None:
                                                     "exact-hypergradient Adam"])
     q.add_argument("--seed-start", type=int, default=0)
     q.add_argument("--k0", type=float, nargs=2, default=None, help="fixed start K (warm start)")
+    q.add_argument("--lr", type=float, default=0.1)
     q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
     e = sub.add_parser("lqr-estimator")
     e.add_argument("--warmup", type=int, default=100)
@@ -360,7 +363,8 @@ def main() -> None:
     elif args.cmd == "toy":
         toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr)
     else:
-        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0)
+        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0,
+            args.lr)
 
 
 if __name__ == "__main__":
