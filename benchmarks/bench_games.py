@@ -30,6 +30,7 @@ from bilevel_agents.exact_games import (
 from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
+from bilevel_envs.games._policies import MLPSoftmax
 from bilevel_envs.games._toy_logic import toy_model
 from bilevel_envs.wrappers import BestResponse
 
@@ -126,18 +127,20 @@ def _done(path: Path) -> set:
 
 
 def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[str],
-        rewards: list[int], lr: float) -> None:
+        rewards: list[int], lr: float, policy: str = "tabular") -> None:
     torch.set_num_threads(1)
     done = _done(out)
     for R in rewards:
         for form in forms:
-            setting = f"toy R={R} {form}"
+            setting = f"toy R={R} {form}" + (" mlp" if policy == "mlp" else "")
             for name in methods:
                 cls, kw = TOY_METHODS[name]
                 for seed in range(seeds):
                     if (setting, name, str(seed)) in done:
                         continue
-                    br = BestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form)
+                    param = MLPSoftmax(3, 2) if policy == "mlp" else None
+                    br = BestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form,
+                                      leader_parameterization=param)
                     L = cls(br, lr=lr, seed=seed, max_grad_norm=None, **kw)
                     t = time.perf_counter()
                     tail = []
@@ -338,6 +341,7 @@ def main() -> None:
     t.add_argument("--methods", nargs="+", default=["BC-HG", "NAIVE-PGD (on)", "Bi-AC (off)"])
     t.add_argument("--forms", nargs="+", default=["official", "paper"])
     t.add_argument("--rewards", nargs="+", type=int, default=[2, 1])
+    t.add_argument("--policy", choices=["tabular", "mlp"], default="tabular")
     t.add_argument("--out", type=Path, default=Path("docs/results/games_toy.csv"))
     q = sub.add_parser("lqr")
     q.add_argument("--seeds", type=int, default=20)
@@ -361,7 +365,8 @@ def main() -> None:
     elif args.cmd == "speed":
         speed()
     elif args.cmd == "toy":
-        toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr)
+        toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr,
+            args.policy)
     else:
         lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0,
             args.lr)
