@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -185,16 +186,18 @@ LQR_METHODS = {
 }
 
 
-def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False):
+def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False, curve=None):
     """Adam on the exact hypergradient of the 100-step return (the reference in known_optima);
     ``follower_fixed=True``: on the exact partial derivative (what NAIVE-PGD estimates)."""
     K = np.array(K0, dtype=np.float64).reshape(1, 2)
     m = v = np.zeros_like(K)
     for t in range(1, iterations + 1):
         try:
-            _, g = lqr_objective_and_grad(K, follower_fixed=follower_fixed)
+            J, g = lqr_objective_and_grad(K, follower_fixed=follower_fixed)
         except ValueError:
             break
+        if curve is not None and (t - 1) % 10 == 0:
+            curve.append((t - 1, J))
         n = np.linalg.norm(g)
         g = g * (max_grad_norm / n) if n > max_grad_norm else g
         m = 0.9 * m + 0.1 * g
@@ -209,7 +212,8 @@ def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False
 
 
 def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0,
-        k0: tuple[float, float] | None = None, lr: float = 0.1) -> None:
+        k0: tuple[float, float] | None = None, lr: float = 0.1,
+        curves: Path | None = None) -> None:
     torch.set_num_threads(1)
     done = _done(out)
     setting = "lqr" if k0 is None else f"lqr K0={tuple(k0)}"
@@ -218,10 +222,12 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
             if (setting, name, str(seed)) in done:
                 continue
             t = time.perf_counter()
+            curve: list = []
             if name.startswith("exact-"):
                 K0 = (np.random.default_rng(seed).normal(size=(1, 2)) if k0 is None
                       else np.array([k0], dtype=np.float64))
-                K = exact_ascent(K0, iterations, follower_fixed=name.startswith("exact-partial"))
+                K = exact_ascent(K0, iterations, follower_fixed=name.startswith("exact-partial"),
+                                 curve=curve)
                 tail = [lqr_objective(K)]
             else:
                 cls, kw = LQR_METHODS[name]
@@ -236,8 +242,10 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                 tail = []
 
                 def ev():
+                    J = lqr_objective(br.leader_gain)
+                    curve.append((L.iteration, J))
                     if L.iteration >= 0.6 * iterations:
-                        tail.append(lqr_objective(br.leader_gain))
+                        tail.append(J)
                     return {}
 
                 L.learn(iterations, evaluate=ev, eval_every=10, progress=False)
@@ -248,6 +256,10 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                    "tail_return": float(np.mean(tail)), "seconds": time.perf_counter() - t,
                    "iterations": iterations}
             _append(out, row)
+            if curves is not None:
+                with open(curves, "a") as fh:
+                    fh.write(json.dumps({"setting": row["setting"], "method": name, "seed": seed,
+                                         "curve": curve}) + "\n")
             print(name, seed, {k: round(float(v), 4) for k, v in row.items()
                                if k not in ("setting", "method")}, flush=True)
 
@@ -282,6 +294,36 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
                   f"{exact100.round(5)}; mean estimate {m.round(5)} ± {se.round(5)}; cosine "
                   f"{cos(m, exact):.3f} / {cos(m, exact100):.3f}; per-batch cosine "
                   f"{np.mean([cos(e, exact) for e in est]):.3f}", flush=True)
+
+
+def plot_curves(path: Path, out: Path) -> None:
+    """Mean ± SD learning curves (exact 100-step return) per (setting, method) from JSON lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, list] = {}
+    for line in open(path):
+        r = json.loads(line)
+        runs.setdefault(f"{r['method']} ({r['setting']})", []).append(np.array(r["curve"]))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, curves in sorted(runs.items()):
+        n = min(len(c) for c in curves)
+        x = curves[0][:n, 0]
+        y = np.stack([c[:n, 1] for c in curves])
+        m, sd = y.mean(0), y.std(0)
+        ax.plot(x, m, label=f"{label}, {len(curves)} seeds")
+        ax.fill_between(x, m - sd, m + sd, alpha=0.2)
+    ax.axhline(18.43, color="k", ls=":", lw=1, label="best known K (18.43)")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("outer iteration")
+    ax.set_ylabel("exact 100-step leader return")
+    ax.set_title("LQR Markov game (mean ± SD over seeds)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(out)
 
 
 def report(paths: list[Path]) -> None:
@@ -351,15 +393,21 @@ def main() -> None:
     q.add_argument("--seed-start", type=int, default=0)
     q.add_argument("--k0", type=float, nargs=2, default=None, help="fixed start K (warm start)")
     q.add_argument("--lr", type=float, default=0.1)
+    q.add_argument("--curves", type=Path, default=None, help="append learning curves (JSON lines)")
     q.add_argument("--out", type=Path, default=Path("docs/results/games_lqr.csv"))
     e = sub.add_parser("lqr-estimator")
     e.add_argument("--warmup", type=int, default=100)
     e.add_argument("--batches", type=int, default=50)
+    pc = sub.add_parser("plot")
+    pc.add_argument("curves", type=Path)
+    pc.add_argument("--out", type=Path, default=Path("docs/results/games_lqr_curves.png"))
     rp = sub.add_parser("report")
     rp.add_argument("csv", nargs="+", type=Path)
     args = ap.parse_args()
     if args.cmd == "report":
         report(args.csv)
+    elif args.cmd == "plot":
+        plot_curves(args.curves, args.out)
     elif args.cmd == "lqr-estimator":
         lqr_estimator([(0.0, 0.0), (-9.0, -9.5), (-9.683, -10.25)], args.warmup, args.batches)
     elif args.cmd == "speed":
@@ -369,7 +417,7 @@ def main() -> None:
             args.policy)
     else:
         lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0,
-            args.lr)
+            args.lr, args.curves)
 
 
 if __name__ == "__main__":
