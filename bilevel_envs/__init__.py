@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _ENVS = {
     "BiLevel/FourRooms-v0": ("bilevel_envs.envs.four_rooms:FourRoomsEnv", 200),
+    "BiLevel/BuildingThermal-v0": ("bilevel_envs.envs.building_thermal:BuildingThermalEnv", 100),
 }
 
 for _id, (_entry, _steps) in _ENVS.items():

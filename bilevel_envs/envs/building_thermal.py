@@ -147,8 +147,11 @@ class BuildingThermalEnv(ConfigurableEnv):
         self.B = B_MATRIX.copy()
         self.Q_bar, self.R_bar = Q_BAR.copy(), R_BAR.copy()
         self.W = self.noise_std**2 * np.eye(N_ZONES)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (N_ZONES,), np.float32)
-        self.action_space = gym.spaces.Box(-np.inf, np.inf, (N_HVAC,), np.float32)
+        # Finite declared bounds (Gymnasium's checker rejects ±inf): temperatures stay far inside
+        # ±1e3 (s0 has SD 5), and the HVAC box is the authors' ``hvac_range`` [−10, 10]. As in
+        # their code the actuation is not clipped: ``step`` accepts any finite 2-vector.
+        self.observation_space = gym.spaces.Box(-1e3, 1e3, (N_ZONES,), np.float32)
+        self.action_space = gym.spaces.Box(-10.0, 10.0, (N_HVAC,), np.float32)
         self.config_space = gym.spaces.Box(-float(config_bound), float(config_bound),
                                            (2 * N_ZONES,), np.float64)
         self.set_config(self.default_config() if config is None else config)
