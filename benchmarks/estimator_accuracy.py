@@ -100,7 +100,8 @@ def table(results: list[dict], thetas: dict[str, dict]) -> str:
     for name, info in thetas.items():
         lines += [f"### θ = {name}: J = {info['objective']:.3f}, ‖∇J‖ = {info['grad_norm']:.4g}",
                   "", "| method | batch | rel. bias (noise floor) | rel. variance | "
-                  "mean cos(ĝ, ∇J) | cos(mean ĝ, ∇J) | estimates |", "|---|---|---|---|---|---|---|"]
+                  "mean cos(ĝ, ∇J) | cos(mean ĝ, ∇J) | estimates |",
+                  "|---|---|---|---|---|---|---|"]
         for r in (r for r in results if r["theta"] == name):
             lines.append(f"| {r['method']} | {r['batch']} | {r['bias']:.3g} ({r['bias_floor']:.2g})"
                          f" | {r['variance']:.3g} | {r['mean_cos']:.3f} | {r['cos_of_mean']:.3f}"

@@ -1,6 +1,6 @@
 """Re-run the paper's Four-Rooms comparison (paper §5.1, Fig. 2 and App. C.2 Fig. 6) in one command.
 
-    bilevel reproduce four-rooms                 # the full study (days on a laptop: use workers/Ray)
+    bilevel reproduce four-rooms                 # the full study (days: use workers / Ray)
     bilevel reproduce four-rooms --quick         # authors' best grid points, batch 100, 3 seeds
     bilevel reproduce four-rooms --backend ray   # on an existing Ray cluster (RAY_ADDRESS)
 

@@ -4,7 +4,7 @@ Alg. 8 line 32.
 SoBiRL approximates ``∇Q_F`` and ``∇V_F`` by one-step truncations (eq. 41) and weights a whole
 trajectory by the leader's value of its first step::
 
-    Γ̂ = (1 / (β N)) Σ_τ Q̂_L(s_0, b_0) Σ_{(s_t, b_t) ∈ τ} [∇r_F(s_t, b_t) − E_{b~g(·|s_t)} ∇r_F(s_t, b)]
+    Γ̂ = (1 / (β N)) Σ_τ Q̂_L(s_0, b_0) Σ_{(s_t,b_t) ∈ τ} [∇r_F(s_t,b_t) − E_{b~g(·|s_t)} ∇r_F(s_t,b)]
 
 (undiscounted inner sum, as in Alg. 8 line 32 and the authors' code), with ``Q̂_L`` the every-visit
 Monte Carlo estimate of Alg. 9 (line 25) and ``N`` the number of episodes in the batch (episode
