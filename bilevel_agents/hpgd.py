@@ -16,6 +16,9 @@ Variants (paper §5.1, App. C.1; reference/official_code_facts.md §3.1):
 
 * **HPGD (MC)** — ``critic="mc"``: ``Q̂_L`` and ``V̂_L`` are every-visit Monte Carlo averages of the
   leader's discounted return-to-go over the same batch (Alg. 9).
+  ``Q̂_L`` and ``∇̂Q_F`` then average the *same* segments, so their product carries a covariance
+  term of order 1/visits: a bias at small batches that shrinks with the batch
+  (``tests/test_baselines.py``, ``docs/results/estimator_accuracy.md``).
 * **HPGD (SA)** — ``critic="sarsa"``: the tabular SARSA critic of BC-HG (Alg. 10), carried across
   iterations; ``V_L = Σ_b g Q_L``.
 * **HPGD (oracle)** — ``oracle_batch_size=10_000``: each iteration draws an *extra* batch from
