@@ -14,6 +14,7 @@ from bilevel_agents.bchg import BCHG
 from bilevel_agents.configurable import ConfigurableLeader
 from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
 from bilevel_agents.exact_ascent import ExactAscent
+from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameLeader, GameNaivePGD
 from bilevel_agents.hpgd import HPGD, HPGDMonteCarlo, HPGDOracle, HPGDSarsa
 from bilevel_agents.naive_pgd import NaivePGD
 from bilevel_agents.sobirl import SoBiRL
@@ -21,6 +22,7 @@ from bilevel_agents.trainer import train
 
 LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (BCHG, NaivePGD, ExactAscent)}
 LEADERS.update({cls.name: cls for cls in (HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL)})
+LEADERS.update({cls.name: cls for cls in (GameBCHG, GameNaivePGD, GameBiAC)})
 
 __all__ = [
     "BCHG",
@@ -29,6 +31,10 @@ __all__ = [
     "Critic",
     "ExactAscent",
     "ExactCritic",
+    "GameBCHG",
+    "GameBiAC",
+    "GameLeader",
+    "GameNaivePGD",
     "HPGD",
     "HPGDMonteCarlo",
     "HPGDOracle",

@@ -162,3 +162,13 @@ def test_refinement_phase_switches_batch_size():
     assert sizes == [100, 100, 400, 400]
     with pytest.raises(ValueError, match="refine_after"):
         BCHG(make_br(), refine_after=-1)
+
+
+def test_cli_trains_a_game_leader(tmp_path):
+    out = tmp_path / "toy"
+    assert main(["train", "--env", "toy_game_v0", "--env-kwargs", "reward=2", "--leader",
+                 "game-bchg", "--beta", "0.05", "--iterations", "5", "--seeds", "0",
+                 "--lr", "0.05", "--out", str(out), "--tail", "5"]) == 0
+    summary = json.loads(next(out.glob("*/seed0/summary.json")).read_text())
+    assert summary["env"] == "toy_game_v0" and np.isfinite(summary["final_objective"])
+    assert main(["train", "--env", "no_such_game", "--iterations", "1"]) == 2
