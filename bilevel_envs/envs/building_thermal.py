@@ -93,10 +93,12 @@ class BuildingThermalEnv(ConfigurableEnv):
     HVAC cheap. See the module docstring for the equations.
 
     ## Action Space
-    ``Box(-inf, inf, (2,), float32)``: HVAC actuation (unbounded, as in the paper).
+    ``Box(-10, 10, (2,), float32)`` (the authors' ``hvac_range``) as declared bounds; the
+    actuation is not clipped and ``step`` accepts any finite 2-vector (the follower's Gaussian
+    policy is unbounded).
 
     ## Observation Space
-    ``Box(-inf, inf, (4,), float32)``: temperature deviations of the 4 zones.
+    ``Box(-1e3, 1e3, (4,), float32)``: temperature deviations of the 4 zones (never clipped).
 
     ## Rewards
     The Gymnasium reward is the follower's ``r_F(s, b) = −sᵀQ̄s − bᵀR̄b``;
