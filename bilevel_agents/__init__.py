@@ -12,6 +12,7 @@ Every leader subclasses :class:`Leader` and trains through :func:`train`::
 from bilevel_agents.base import Leader, clip_by_global_norm
 from bilevel_agents.bchg import BCHG
 from bilevel_agents.configurable import ConfigurableLeader
+from bilevel_agents.continuous import ContinuousBCHG, ContinuousHPGD, ContinuousNaivePGD
 from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
 from bilevel_agents.exact_ascent import ExactAscent
 from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameLeader, GameNaivePGD
@@ -23,11 +24,15 @@ from bilevel_agents.trainer import train
 LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (BCHG, NaivePGD, ExactAscent)}
 LEADERS.update({cls.name: cls for cls in (HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL)})
 LEADERS.update({cls.name: cls for cls in (GameBCHG, GameNaivePGD, GameBiAC)})
+LEADERS.update({cls.name: cls for cls in (ContinuousBCHG, ContinuousNaivePGD, ContinuousHPGD)})
 
 __all__ = [
     "BCHG",
     "LEADERS",
     "ConfigurableLeader",
+    "ContinuousBCHG",
+    "ContinuousHPGD",
+    "ContinuousNaivePGD",
     "Critic",
     "ExactAscent",
     "ExactCritic",
