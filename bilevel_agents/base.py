@@ -79,7 +79,7 @@ class Leader(abc.ABC):
         theta0 = self.rng.normal(0.0, init_scale, size=shape) if theta0 is None else theta0
         self.br.set_config(theta0)
         self.iteration = 0
-        self._adam = {"m": np.zeros(shape), "v": np.zeros(shape)}
+        self._adam = {"m": np.zeros(shape), "v": np.zeros(shape), "t": 0}
         #: extra per-iteration diagnostics set by estimate_gradient (critic error, episodes...)
         self.last_metrics: dict[str, float] = {}
 
@@ -119,7 +119,7 @@ class Leader(abc.ABC):
         m, v = self._adam["m"], self._adam["v"]
         m[:] = b1 * m + (1 - b1) * grad
         v[:] = b2 * v + (1 - b2) * grad**2
-        t = self.iteration + 1
+        self._adam["t"] = t = self._adam["t"] + 1
         return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
 
     def learn(self, iterations: int, **train_kwargs: Any) -> list[dict[str, float]]:
@@ -140,7 +140,8 @@ class Leader(abc.ABC):
         """Everything needed to resume: θ, iteration, RNG state, critic."""
         state = {"theta": self.theta, "iteration": self.iteration,
                  "rng": self.rng.bit_generator.state,
-                 "adam": {k: v.copy() for k, v in self._adam.items()}}
+                 "adam": {"m": self._adam["m"].copy(), "v": self._adam["v"].copy(),
+                          "t": int(self._adam["t"])}}
         critic = getattr(self, "critic", None)
         if critic is not None:
             state["critic"] = critic.state_dict()
@@ -151,7 +152,8 @@ class Leader(abc.ABC):
         self.iteration = int(state["iteration"])
         self.rng.bit_generator.state = state["rng"]
         if "adam" in state:
-            self._adam = {k: np.array(v) for k, v in state["adam"].items()}
+            adam = state["adam"]
+            self._adam = {"m": np.array(adam["m"]), "v": np.array(adam["v"]), "t": int(adam["t"])}
         critic = getattr(self, "critic", None)
         if critic is not None and "critic" in state:
             critic.load_state_dict(state["critic"])

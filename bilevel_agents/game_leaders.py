@@ -219,16 +219,14 @@ class GameLeader(Leader):
                  critic_kwargs: dict | None = None, buffer_episodes: int | None = None,
                  explore_iterations: int = 0, benefit_samples: int | None = None,
                  control_variates: bool = True, critic_exploration: float | None = None):
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if int(episodes) < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes!r}")
         param = getattr(br, "leader_parameterization", None)
         if theta0 is None and param is not None and type(param).__name__ != "TabularSoftmax":
             theta0 = param.initial(np.random.default_rng(seed))  # e.g. Xavier for an MLP
         super().__init__(br, lr=lr, max_grad_norm=max_grad_norm, seed=seed, theta0=theta0,
-                         init_scale=init_scale)
-        self.optimizer, self.episodes = optimizer, int(episodes)
+                         init_scale=init_scale, optimizer=optimizer)
+        self.episodes = int(episodes)
         self.buffer_episodes = buffer_episodes
         self.explore_iterations = int(explore_iterations)
         self.control_variates = bool(control_variates)
@@ -250,9 +248,6 @@ class GameLeader(Leader):
                                        seed=seed, **ck)
         self.critic = critic
         self._buffer: list[np.ndarray] = []
-        self._m = np.zeros(br.config_space.shape)
-        self._v = np.zeros(br.config_space.shape)
-        self._t = 0
         self.last_metrics = {}
 
     # ------------------------------------------------------------------ pieces
@@ -353,13 +348,8 @@ class GameLeader(Leader):
         if not np.all(np.isfinite(grad)):
             raise FloatingPointError(f"non-finite gradient estimate at iteration {self.iteration}")
         step = clip_by_global_norm(grad, self.max_grad_norm)
-        if self.optimizer == "adam" and np.any(step):
-            self._t += 1
-            self._m = 0.9 * self._m + 0.1 * step
-            self._v = 0.999 * self._v + 0.001 * step ** 2
-            m_hat = self._m / (1 - 0.9 ** self._t)
-            v_hat = self._v / (1 - 0.999 ** self._t)
-            step = m_hat / (np.sqrt(v_hat) + 1e-8)
+        if self.optimizer == "adam" and np.any(step):  # an all-zero (exploration) step is no data
+            step = self._adam_direction(step)
         rejected = 0.0
         try:
             self.br.set_config(self.theta + self.lr * step)
@@ -370,20 +360,12 @@ class GameLeader(Leader):
                 **self.last_metrics}
 
     def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "optimizer": self.optimizer, "episodes": self.episodes,
+        return {**super().hparams(), "episodes": self.episodes,
                 "buffer_episodes": self.buffer_episodes,
                 "explore_iterations": self.explore_iterations,
                 "benefit_samples": self.benefit_samples,
                 "control_variates": self.control_variates,
                 "critic_exploration": self.critic_exploration}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "adam": (self._m.copy(), self._v.copy(), self._t)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "adam" in state:
-            self._m, self._v, self._t = state["adam"]
 
 
 class GameNaivePGD(GameLeader):
