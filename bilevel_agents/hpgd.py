@@ -49,8 +49,14 @@ Every-visit averages are consistent estimates of the same ``∇Q_F``, ``∇V_F``
 under both (Markov property); the coverage differs: ``"first"`` puts more visits on the S-paths,
 where the on-policy keys are; ``"every"`` spreads them over the map.
 
-An on-policy ``(s, b)`` that the statistics batch never visited has no estimate: its term is
-dropped (weight 0), instead of pairing an empty ``Q̂_L = 0`` with a non-empty ``V̂_L``.
+An on-policy ``(s, b)`` that the statistics batch never visited has no estimate. By default
+(``unvisited="drop"``) its term is dropped (weight 0). ``unvisited="zero"`` reads the empty
+averages as 0, as a sum / max(count, 1) does: the term becomes
+``γ_L^t (0 − V̂_L(s)) (0 − ∇̂V_F(s)) / (β N) = γ_L^t V̂_L(s) ∇̂V_F(s) / (β N)``, a bias with no
+counterpart in Theorem 1 that is large at small β (1/β) and points, where ``V̂_L < 0``, towards
+*lower* follower values on the visited states, i.e. away from the no-incentive optimum.
+(The authors' layout of this case is not documented; ``"zero"`` is what the arithmetic gives
+without a guard; docs/results/four_rooms_reproduction.md measures both.)
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ from bilevel_agents.estimators import (
 from bilevel_envs.core import Batch
 
 _ORACLE_STARTS = ("first", "every")
+_UNVISITED = ("drop", "zero")
 
 __all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "advantage_grad_coefficients"]
 
@@ -130,12 +137,14 @@ class HPGD(ConfigurableLeader):
             ``"first"`` (only each stream's first episode; cheaper); module docstring.
         oracle_n_envs: streams of a ``"first"`` oracle batch (default
             ``oracle_batch_size // 100``, at least 1).
+        unvisited: an on-policy ``(s, b)`` absent from the oracle batch: ``"drop"`` its term
+            (default) or ``"zero"`` (empty averages read as 0; module docstring).
         **kwargs: :class:`~bilevel_agents.configurable.ConfigurableLeader` arguments
             (``batch_size``, ``sarsa_alpha``, ``lr``, ``seed``, ...).
 
     Raises:
-        ValueError: a non-tabular problem, a bad ``oracle_batch_size``, ``oracle_starts`` or
-            ``oracle_n_envs``.
+        ValueError: a non-tabular problem, a bad ``oracle_batch_size``, ``oracle_starts``,
+            ``oracle_n_envs`` or ``unvisited``.
 
     Example:
         >>> import gymnasium as gym, bilevel_envs
@@ -151,7 +160,7 @@ class HPGD(ConfigurableLeader):
 
     def __init__(self, br: Any, *, oracle_batch_size: int | None = None,
                  oracle_starts: str = "first", oracle_n_envs: int | None = None,
-                 **kwargs: Any):
+                 unvisited: str = "drop", **kwargs: Any):
         super().__init__(br, **kwargs)
         if not self.tabular:
             raise ValueError(f"HPGD needs a tabular problem (every-visit averages per state), "
@@ -159,6 +168,8 @@ class HPGD(ConfigurableLeader):
         if oracle_starts not in _ORACLE_STARTS:
             raise ValueError(f"oracle_starts must be one of {_ORACLE_STARTS}, "
                              f"got {oracle_starts!r}")
+        if unvisited not in _UNVISITED:
+            raise ValueError(f"unvisited must be one of {_UNVISITED}, got {unvisited!r}")
         if oracle_batch_size is not None:
             if isinstance(oracle_batch_size, (bool, np.bool_)) or not isinstance(
                     oracle_batch_size, (int, np.integer)) or oracle_batch_size < 1:
@@ -176,7 +187,7 @@ class HPGD(ConfigurableLeader):
         elif oracle_n_envs is not None:
             raise ValueError(f"oracle_n_envs={oracle_n_envs!r} needs an oracle_batch_size")
         self.oracle_batch_size, self.oracle_n_envs = oracle_batch_size, oracle_n_envs
-        self.oracle_starts = oracle_starts
+        self.oracle_starts, self.unvisited = oracle_starts, unvisited
         self.last_stats_batch: Batch | None = None
 
     # ------------------------------------------------------------------ batches
@@ -223,8 +234,9 @@ class HPGD(ConfigurableLeader):
         sb, s = self._keys(batch)
         stat_sb, stat_s = self._keys(stats)
         ben = benefit(self.critic.q(batch.obs, batch.actions), self.critic.v(batch.obs, self.br))
-        visited = np.bincount(stat_sb, minlength=S * B)[sb] > 0
-        w = guiding_weights(batch, np.where(visited, ben, 0.0), self.br.beta,
+        if self.unvisited == "drop":
+            ben = np.where(np.bincount(stat_sb, minlength=S * B)[sb] > 0, ben, 0.0)
+        w = guiding_weights(batch, ben, self.br.beta,
                             problem.gamma_leader, self.normaliser(batch))
         return advantage_grad_coefficients(batch, w, sb, S * B, s, S, problem.gamma_follower,
                                            self.soft_v(stats.next_obs), stats, stat_sb, stat_s)
@@ -247,7 +259,8 @@ class HPGD(ConfigurableLeader):
 
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "oracle_batch_size": self.oracle_batch_size,
-                "oracle_starts": self.oracle_starts, "oracle_n_envs": self.oracle_n_envs}
+                "oracle_starts": self.oracle_starts, "oracle_n_envs": self.oracle_n_envs,
+                "unvisited": self.unvisited}
 
 
 class HPGDMonteCarlo(HPGD):

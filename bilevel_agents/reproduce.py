@@ -110,11 +110,13 @@ def _points(method: str, beta: float, full_grid: bool) -> list[dict[str, Any]]:
 def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
                      slips: Sequence[float], seeds: int, iterations: int,
                      methods: Sequence[str] = METHODS, full_grid: bool = True,
-                     exact_seeds: int = 3, oracle_starts: str = "first") -> list[RunSpec]:
+                     exact_seeds: int = 3, oracle_starts: str = "first",
+                     oracle_unvisited: str = "drop") -> list[RunSpec]:
     """Every run of the study (exact ascent: ``exact_seeds`` seeds, batch-independent).
 
     ``oracle_starts="every"`` gives HPGD (oracle) the authors' oracle batches (every episode
-    from a uniform start; ~10× the cost of the default, see :mod:`bilevel_agents.hpgd`).
+    from a uniform start; ~10× the cost of the default, see :mod:`bilevel_agents.hpgd`);
+    ``oracle_unvisited="zero"`` reads its empty averages as 0 (ibid.).
 
     Raises:
         ValueError: an unknown method, β without reference values, bad counts.
@@ -122,6 +124,9 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    if oracle_starts not in ("first", "every") or oracle_unvisited not in ("drop", "zero"):
+        raise ValueError(f"oracle_starts must be 'first' or 'every' and oracle_unvisited 'drop' "
+                         f"or 'zero', got {oracle_starts!r}, {oracle_unvisited!r}")
     for beta in betas:
         if beta not in BEST_POINTS:
             raise ValueError(f"betas must be among {sorted(BEST_POINTS)}, got {beta!r}")
@@ -143,6 +148,8 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                         kw = point if method == "exact" else {"batch_size": batch, **point}
                         if method == "hpgd_oracle" and oracle_starts != "first":
                             kw = {**kw, "oracle_starts": oracle_starts}
+                        if method == "hpgd_oracle" and oracle_unvisited != "drop":
+                            kw = {**kw, "unvisited": oracle_unvisited}
                         specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)
                                   for s in range(n)]
     return specs
@@ -207,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--oracle-starts", default="first", choices=["first", "every"],
                    help="HPGD (oracle) batches: 'every' = the authors' (each episode from a "
                         "uniform start, ~10x costlier), 'first' = first episode per stream")
+    p.add_argument("--oracle-unvisited", default="drop", choices=["drop", "zero"],
+                   help="HPGD (oracle): on-policy pairs its batch missed are dropped, or their "
+                        "empty averages read as 0 (see bilevel_agents.hpgd)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--out", default="results/four_rooms")
@@ -223,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     specs = four_rooms_specs(out=args.out, betas=betas, batches=batches, slips=slips,
                              seeds=seeds, iterations=iterations, methods=methods,
-                             full_grid=full_grid, oracle_starts=args.oracle_starts)
+                             full_grid=full_grid, oracle_starts=args.oracle_starts,
+                             oracle_unvisited=args.oracle_unvisited)
     print(f"{len(specs)} runs under {args.out} ({'quick' if quick else 'full'} study)")
     if not args.no_run:
         run_sweep(specs, workers=args.workers, backend=args.backend)

@@ -109,6 +109,36 @@ def test_advantage_coefficients_equal_literal_alg8_with_oracle_stats(br):
     assert np.linalg.norm(explicit) > 1e-6
 
 
+def test_unvisited_zero_adds_the_empty_average_term(br):
+    """unvisited="zero" (empty oracle averages read as 0) = "drop" plus, for every on-policy
+    (s_j, b_j) the oracle batch missed, the term γ^t (0 − V̂_L(s_j)) (0 − ∇̂V_F(s_j)) / (βN)."""
+    leaders = {m: HPGD(br, batch_size=200, n_envs=2, oracle_batch_size=300, oracle_n_envs=3,
+                       unvisited=m, seed=0) for m in ("drop", "zero")}
+    batch = br.rollout(200, n_envs=2, seed=1)
+    stats = br.rollout(300, n_envs=3, seed=2,
+                       initial_states=np.random.default_rng(3).integers(0, 104, 3))
+    coefs = {}
+    for m, leader in leaders.items():
+        leader.critic.update(stats, br)
+        coefs[m] = leader.guiding_coefficients(batch, stats).follower_reward
+    sb, s = batch.obs * 4 + batch.actions, batch.obs
+    st_sb, st_s = stats.obs * 4 + stats.actions, stats.obs
+    missed = np.bincount(st_sb, minlength=416)[sb] == 0
+    assert missed.any() and not missed.all()
+    v_hat = leaders["zero"].critic.v(batch.obs, br)
+    w = np.where(missed, 0.99 ** batch.time * (0.0 - v_hat)
+                 / (br.beta * leaders["zero"].normaliser(batch)), 0.0)
+    extra = advantage_grad_coefficients(batch, w, sb, 416, s, 104, 0.99,
+                                        br.soft_v[stats.next_obs], stats, st_sb, st_s)
+    np.testing.assert_allclose(coefs["zero"] - coefs["drop"], extra.follower_reward,
+                               rtol=1e-9, atol=1e-12)
+    assert np.abs(extra.follower_reward).max() > 1e-3
+    # on-policy statistics visit every key they use: the two modes agree
+    same = [HPGD(br, batch_size=200, n_envs=2, unvisited=m, seed=4).estimate_gradient()
+            for m in ("drop", "zero")]
+    np.testing.assert_array_equal(*same)
+
+
 def test_hpgd_guiding_term_vanishes_when_no_state_has_two_actions(br):
     """∇̂Q_F(s, b) − ∇̂V_F(s) = 0 if every visited state was taken with one action only:
     HPGD's need for several actions per state (paper §5.1), in code."""
@@ -256,6 +286,7 @@ def test_sobirl_general_form_matches_alg8_line32_with_action_dependent_rewards(b
     ({"oracle_batch_size": 1000, "oracle_n_envs": 0}, "oracle_n_envs"),
     ({"oracle_n_envs": 10}, "oracle_n_envs"),
     ({"oracle_batch_size": 1000, "oracle_starts": "all"}, "oracle_starts"),
+    ({"oracle_batch_size": 1000, "unvisited": "nan"}, "unvisited"),
     ({"critic": "bogus"}, "critic"),
     ({"batch_size": 0}, "batch_size"),
     ({"sarsa_alpha": 0.0, "critic": "sarsa"}, "alpha"),
@@ -340,8 +371,16 @@ def test_reproduce_specs_cover_the_paper_grid():
     assert {s.leader for s in quick} == {"bchg", "hpgd_mc", "hpgd_sa", "hpgd_oracle", "sobirl",
                                          "naive_pgd", "exact"}
     assert next(s for s in quick if s.leader == "hpgd_oracle").leader_kwargs["lr"] == 0.05
+    authors = four_rooms_specs(out="x", betas=[0.001], batches=[100], slips=[1 / 3], seeds=1,
+                               iterations=10, full_grid=False, methods=["hpgd_oracle", "bchg"],
+                               oracle_starts="every", oracle_unvisited="zero")
+    kw = {s.leader: s.leader_kwargs for s in authors}
+    assert kw["hpgd_oracle"] == {"batch_size": 100, "lr": 0.05, "oracle_starts": "every",
+                                 "unvisited": "zero"}
+    assert "unvisited" not in kw["bchg"]
     for kwargs, match in (({"betas": [0.002]}, "betas"), ({"methods": ["x"]}, "methods"),
-                          ({"seeds": 0}, "seeds")):
+                          ({"seeds": 0}, "seeds"), ({"oracle_unvisited": "nan"}, "unvisited"),
+                          ({"oracle_starts": "all"}, "oracle_starts")):
         args = {**dict(out="x", betas=[0.001], batches=[100], slips=[1 / 3], seeds=1,
                        iterations=10), **kwargs}
         with pytest.raises(ValueError, match=match):
