@@ -155,6 +155,22 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
     return specs
 
 
+#: options that make a different estimator or schedule (with their defaults): such runs get a
+#: row of their own instead of competing with the published method as a "grid point"
+_VARIANT_DEFAULTS = {"unvisited": "drop", "oracle_starts": "first", "refine_after": None,
+                     "optimizer": "sgd", "lr_final": None, "partial": "mc"}
+
+
+def _variant(config: dict[str, Any]) -> str:
+    """``"unvisited=zero"``, ``"refine_after=9000"``, ... or ``""`` for the published method."""
+    return ", ".join(f"{k}={config[k]}" for k, default in _VARIANT_DEFAULTS.items()
+                     if k in config and config[k] != default)
+
+
+def _order(method: str) -> int:
+    return METHODS.index(method) if method in METHODS else len(METHODS)
+
+
 def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
                       slips: Sequence[float], tail: int = 1000,
                       plots: str | Path | None = None) -> str:
@@ -177,20 +193,19 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                 root = cell_dir(out, beta, slip, batch)
                 if not root.exists():
                     continue
-                seen: dict[str, dict[str, Any]] = {}
+                seen: dict[tuple[str, str], dict[str, Any]] = {}
                 for row in score_table(root, tail):
-                    seen.setdefault(row["leader"], row)
-                for method in METHODS:
-                    row = seen.get(method)
-                    if row is None:
-                        continue
+                    seen.setdefault((row["leader"], _variant(row["config"])), row)
+                for (method, variant), row in sorted(
+                        seen.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
                     share = ((row["mean"] - start) / (best - start)) if best is not None \
                         else float("nan")
                     ref = AUTHORS.get((beta, batch), {}).get(method)
                     a_start, a_best = REFERENCE[(beta, 0.44)]
                     a_share = "–" if ref is None else f"{(ref - a_start) / (a_best - a_start):.0%}"
                     lines.append(
-                        f"| {LABELS[method]} | {batch} | `{row['point']}` | {row['seeds']} | "
+                        f"| {LABELS.get(method, method)}{f' [{variant}]' if variant else ''} | "
+                        f"{batch} | `{row['point']}` | {row['seeds']} | "
                         f"{row['iterations']} | {row['mean']:.3f} ± {row['se']:.3f} | "
                         f"{share:.0%} | {'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
                 if plots is not None:

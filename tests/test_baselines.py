@@ -400,3 +400,14 @@ def test_bilevel_reproduce_four_rooms_runs_and_reports(tmp_path):
         assert f"| {label} | 100 |" in text
     assert "1.195" in text  # the authors' HPGD (MC) number beside ours
     assert main(["reproduce", "four-rooms", "--methods", "bogus", "--no-run"]) == 2
+
+
+def test_report_keeps_estimator_variants_apart():
+    """An oracle with empty averages read as 0, or a refinement schedule, is its own row of the
+    reproduction report, never a 'grid point' that could stand in for the published method."""
+    from bilevel_agents.reproduce import _variant
+
+    assert _variant({"lr": 0.1, "unvisited": "drop", "oracle_starts": "first"}) == ""
+    assert _variant({"unvisited": "zero", "oracle_starts": "every"}) == \
+        "unvisited=zero, oracle_starts=every"
+    assert _variant({"refine_after": 9000, "sarsa_alpha": 0.3}) == "refine_after=9000"
