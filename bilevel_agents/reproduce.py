@@ -158,7 +158,7 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
 #: options that make a different estimator or schedule (with their defaults): such runs get a
 #: row of their own instead of competing with the published method as a "grid point"
 _VARIANT_DEFAULTS = {"unvisited": "drop", "oracle_starts": "first", "refine_after": None,
-                     "optimizer": "sgd", "lr_final": None, "partial": "mc"}
+                     "optimizer": "sgd", "lr_final": None, "partial": "mc", "n_envs": 1}
 
 
 def _variant(config: dict[str, Any]) -> str:

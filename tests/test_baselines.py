@@ -411,3 +411,4 @@ def test_report_keeps_estimator_variants_apart():
     assert _variant({"unvisited": "zero", "oracle_starts": "every"}) == \
         "unvisited=zero, oracle_starts=every"
     assert _variant({"refine_after": 9000, "sarsa_alpha": 0.3}) == "refine_after=9000"
+    assert _variant({"n_envs": 2, "batch_size": 400}) == "n_envs=2"
