@@ -167,6 +167,11 @@ def _variant(config: dict[str, Any]) -> str:
                      if k in config and config[k] != default)
 
 
+def _label(row: dict[str, Any]) -> str:
+    variant = _variant(row["config"])
+    return LABELS.get(row["leader"], row["leader"]) + (f" [{variant}]" if variant else "")
+
+
 def _order(method: str) -> int:
     return METHODS.index(method) if method in METHODS else len(METHODS)
 
@@ -204,13 +209,14 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                     a_start, a_best = REFERENCE[(beta, 0.44)]
                     a_share = "–" if ref is None else f"{(ref - a_start) / (a_best - a_start):.0%}"
                     lines.append(
-                        f"| {LABELS.get(method, method)}{f' [{variant}]' if variant else ''} | "
+                        f"| {_label(row)} | "
                         f"{batch} | `{row['point']}` | {row['seeds']} | "
                         f"{row['iterations']} | {row['mean']:.3f} ± {row['se']:.3f} | "
                         f"{share:.0%} | {'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
                 if plots is not None:
                     plot_results(root, Path(plots) / root.name, tail=tail, best_known=best,
-                                 title=f"Four-Rooms β={beta}, slip={slip:.2f}, batch {batch}")
+                                 title=f"Four-Rooms β={beta}, slip={slip:.2f}, batch {batch}",
+                                 label=_label)
             lines.append("")
     return "\n".join(lines)
 

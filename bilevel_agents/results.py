@@ -77,9 +77,14 @@ def smooth(y: np.ndarray, window: int = 100) -> np.ndarray:
 
 
 def plot_results(root: str | Path, out: str | Path | None = None, tail: int = 1000,
-                 best_known: float | None = None, title: str | None = None) -> list[Path]:
+                 best_known: float | None = None, title: str | None = None,
+                 label: Any = None) -> list[Path]:
     """Learning curves (best grid point per leader, mean ± SE over seeds, 100-iteration moving
-    average) and, for Four-Rooms, the incentive heat map of the best run's final θ."""
+    average) and, for Four-Rooms, the incentive heat map of the best run's final θ.
+
+    ``label(row) -> str`` names the curves (default: the leader); rows with the same label
+    compete, so a label that includes an estimator variant keeps variants apart.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +97,7 @@ def plot_results(root: str | Path, out: str | Path | None = None, tail: int = 10
     table = score_table(root, tail)
     best: dict[str, dict[str, Any]] = {}
     for row in table:
-        best.setdefault(row["leader"], row)
+        best.setdefault(label(row) if label is not None else row["leader"], row)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for leader, row in best.items():
         curves = [r["metrics"]["objective"] for r in groups[row["point"]]
