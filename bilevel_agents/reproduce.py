@@ -270,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              plots=report.parent / (report.stem + "_plots"))
     header = ("# Four-Rooms reproduction (`bilevel reproduce four-rooms"
               + (" --quick" if quick else "") + "`)\n\n"
-              f"{seeds} seeds, {iterations} iterations; share of gap = (J − J_start) / "
-              "(J_best known − J_start). Authors' numbers are for their dynamics (slip 0.44).\n\n")
+              f"Seeds and iterations per row (the command's target: {seeds} seeds, {iterations} "
+              "iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
+              "numbers are for their dynamics (slip 0.44); compare shares.\n\n")
     report.write_text(header + text + "\n")
     print(text)
     print(f"wrote {report}")
