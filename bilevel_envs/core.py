@@ -283,6 +283,11 @@ class TabularConfigurableEnv(ConfigurableEnv):
         """``(r_F, r_L)`` tables of shape ``(S, B)`` as torch functions of ``theta``."""
         raise NotImplementedError
 
+    def sampling_transitions(self):
+        """The ``(S·B, S)`` matrix the simulator samples from: the model's own, unless a problem
+        deliberately simulates other dynamics than it solves (e.g. the authors' Four-Rooms)."""
+        return self.tabular_model().transitions
+
     def tabular_rewards_vjp(self, theta: np.ndarray, c_follower: np.ndarray,
                             c_leader: np.ndarray) -> np.ndarray:
         """``∇θ Σ_{s,b} [c_F(s,b) r_F^θ(s,b) + c_L(s,b) r_L^θ(s,b)]`` (a vector-Jacobian product).

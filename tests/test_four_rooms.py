@@ -268,12 +268,14 @@ def test_size_103_has_about_ten_thousand_states():
 
 
 # ---------------------------------------------------------------------- model vs simulator
-@pytest.mark.parametrize("slip", [1 / 3, 0.44, 0.0])
-def test_tabular_model_matches_simulator_frequencies(slip):
-    env = make(slip_prob=slip)
+@pytest.mark.parametrize("slip, sim", [(1 / 3, None), (0.44, None), (0.0, None), (0.44, 1 / 3)])
+def test_tabular_model_matches_simulator_frequencies(slip, sim):
+    env = make(slip_prob=slip, simulator_slip_prob=sim)
     model = env.tabular_model()
-    P = model.P
     S = env.n_states
+    P = env.sampling_transitions().toarray().reshape(S, 4, S)
+    if sim is None:
+        np.testing.assert_array_equal(P, model.P)
     np.testing.assert_allclose(P.sum(axis=2), 1.0, atol=1e-12)
     n = 1500
     nonterminal = np.flatnonzero(~model.terminal)
@@ -293,6 +295,32 @@ def test_tabular_model_matches_simulator_frequencies(slip):
     else:
         assert chi2 < dof + 6 * np.sqrt(2 * dof), (chi2, dof)
         assert chi2 > dof - 6 * np.sqrt(2 * dof), (chi2, dof)  # not suspiciously exact
+
+
+@pytest.mark.parametrize("n_envs", [1, 50])  # scalar walk and numpy rollout
+def test_authors_mismatched_simulator(n_envs):
+    """slip_prob=0.44 + simulator_slip_prob=1/3 (the authors' code): the follower and the exact
+    objective use the 0.44 model, the samples keep the intended move w.p. 2/3."""
+    from bilevel_agents.exact import leader_objective
+
+    br = BestResponse(gym.make(ENV_ID, slip_prob=0.44, simulator_slip_prob=1 / 3), beta=10.0)
+    ref = BestResponse(gym.make(ENV_ID, slip_prob=0.44), beta=10.0)
+    u = br.problem
+    np.testing.assert_array_equal(u.tabular_model().P, ref.problem.tabular_model().P)
+    np.testing.assert_allclose(br.policy, ref.policy)
+    assert leader_objective(br) == pytest.approx(leader_objective(ref))
+    batch = br.rollout(40_000, n_envs, seed=0)
+    open_all = (u.move_table != np.arange(u.n_states)[:, None]).all(axis=1) & ~u.terminal
+    k = open_all[batch.obs]
+    kept = batch.next_obs[k] == u.move_table[batch.obs[k], batch.actions[k]]
+    assert k.sum() > 10_000
+    assert abs(kept.mean() - 2 / 3) < 4 * np.sqrt(2 / 9 / k.sum())
+    same = ref.rollout(40_000, n_envs, seed=0)
+    k2 = open_all[same.obs]
+    assert abs((same.next_obs[k2] == u.move_table[same.obs[k2], same.actions[k2]]).mean()
+               - 0.56) < 4 * np.sqrt(0.25 / k2.sum())
+    with pytest.raises(ValueError, match="simulator_slip_prob"):
+        make(simulator_slip_prob=1.5)
 
 
 def test_terminal_goal_step():

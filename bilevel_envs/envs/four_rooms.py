@@ -31,6 +31,7 @@ Exact values are infinite-horizon discounted (γ_F = γ_L = 0.99) with G termina
 |---|---|---|
 | ``size`` | 13 | map side (odd, 13 ≤ size ≤ 301); 13 is the paper's map (104 cells), 103 has ~10^4 |
 | ``slip_prob`` | 1/3 | probability that the intended move is replaced; 0.44 gives the authors' solver matrix |
+| ``simulator_slip_prob`` | None | sample with another slip than the model's (None: the same); the authors' code = ``slip_prob=0.44, simulator_slip_prob=1/3`` |
 | ``incentive_budget`` | 0.2 | total penalty mass |
 | ``penalty_weight`` | 5.0 | λ, the leader's cost per unit of budget used |
 | ``render_mode`` | None | ``"ansi"`` or ``"rgb_array"`` |
@@ -38,7 +39,9 @@ Exact values are infinite-horizon discounted (γ_F = γ_L = 0.99) with G termina
 ## Decisions where the paper and the authors' code differ
 * Map: the code's 13×13 map (the right-hand horizontal wall on row 7, door (7, 9)), not Fig. 1.
 * Dynamics: one slip model for simulator, solver and evaluation. The authors sample with slip
-  1/3 but solve and evaluate with 0.44; ``slip_prob=0.44`` reproduces their solver matrix.
+  1/3 but solve and evaluate with 0.44; ``slip_prob=0.44`` reproduces their solver matrix, and
+  ``simulator_slip_prob=1/3`` on top of it their mismatched simulator (for reproduction only:
+  the exact objective and hypergradient then describe a problem the samples do not come from).
 
 ## Version History
 * v0: initial version.
@@ -101,7 +104,7 @@ class FourRoomsEnv(TabularConfigurableEnv):
     def __init__(self, size: int = 13, slip_prob: float = 1 / 3, incentive_budget: float = 0.2,
                  penalty_weight: float = 5.0, gamma_follower: float = 0.99,
                  gamma_leader: float = 0.99, max_episode_steps: int = 200,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, simulator_slip_prob: float | None = None):
         for name, x in (("slip_prob", slip_prob), ("incentive_budget", incentive_budget),
                         ("penalty_weight", penalty_weight), ("gamma_follower", gamma_follower),
                         ("gamma_leader", gamma_leader)):
@@ -113,6 +116,13 @@ class FourRoomsEnv(TabularConfigurableEnv):
             raise ValueError(f"max_episode_steps must be an integer, got {max_episode_steps!r}")
         if not 0.0 <= slip_prob <= 1.0:
             raise ValueError(f"slip_prob must be in [0, 1], got {slip_prob!r}")
+        if simulator_slip_prob is None:
+            simulator_slip_prob = slip_prob
+        if isinstance(simulator_slip_prob, (bool, np.bool_)) or not isinstance(
+                simulator_slip_prob, (int, float, np.number)) \
+                or not 0.0 <= simulator_slip_prob <= 1.0:
+            raise ValueError(f"simulator_slip_prob must be None or in [0, 1], "
+                             f"got {simulator_slip_prob!r}")
         if not incentive_budget >= 0.0:
             raise ValueError(f"incentive_budget must be >= 0, got {incentive_budget!r}")
         if not penalty_weight >= 0.0:
@@ -128,6 +138,7 @@ class FourRoomsEnv(TabularConfigurableEnv):
         layout = four_rooms_layout(size)
         self.size, self.render_mode = size, render_mode
         self.slip_prob, self.incentive_budget = float(slip_prob), float(incentive_budget)
+        self.simulator_slip_prob = float(simulator_slip_prob)
         self.penalty_weight = float(penalty_weight)
         self.gamma_follower, self.gamma_leader = float(gamma_follower), float(gamma_leader)
         self.max_episode_steps = int(max_episode_steps)
@@ -147,10 +158,9 @@ class FourRoomsEnv(TabularConfigurableEnv):
                                    index[dest[..., 0], dest[..., 1]])
         self.terminal = np.zeros(self.n_states, dtype=bool)
         self.terminal[self.goal_state] = True
-        keep = 1.0 - self.slip_prob
-        self._slip_weights = np.full((4, 4), self.slip_prob / 3.0)
-        np.fill_diagonal(self._slip_weights, keep)
-        self._transitions = self._build_transitions()
+        self._transitions = self._build_transitions(self.slip_prob)
+        self._sim_transitions = (self._transitions if self.simulator_slip_prob == self.slip_prob
+                                 else self._build_transitions(self.simulator_slip_prob))
 
         self.observation_space = gym.spaces.Discrete(self.n_states)
         self.action_space = gym.spaces.Discrete(4)
@@ -159,12 +169,15 @@ class FourRoomsEnv(TabularConfigurableEnv):
         self.set_config(self.default_config())
 
     # ------------------------------------------------------------------ model
-    def _build_transitions(self) -> sp.csr_array:
-        """Sparse ``(S*4, S)`` matrix ``P(s'|s,b) = Σ_{b'} w(b, b') 1[move(s, b') = s']``."""
+    def _build_transitions(self, slip: float) -> sp.csr_array:
+        """Sparse ``(S*4, S)`` matrix ``P(s'|s,b) = Σ_{b'} w(b, b') 1[move(s, b') = s']`` with
+        ``w = 1 − slip`` on the intended move and ``slip / 3`` on each other."""
         S = self.n_states
+        weights = np.full((4, 4), slip / 3.0)
+        np.fill_diagonal(weights, 1.0 - slip)
         rows = np.repeat(np.arange(S * 4), 4)  # (s, b) then actual move b'
         cols = self.move_table[np.repeat(np.arange(S), 16), np.tile(np.arange(4), S * 4)]
-        vals = np.tile(self._slip_weights.ravel(), S)
+        vals = np.tile(weights.ravel(), S)
         P = sp.csr_array((vals, (rows, cols)), shape=(S * 4, S))
         P.sum_duplicates()
         return P
@@ -233,12 +246,15 @@ class FourRoomsEnv(TabularConfigurableEnv):
     def sample_initial_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return np.full(n, self.start_state, dtype=np.int64)
 
+    def sampling_transitions(self) -> sp.csr_array:
+        return self._sim_transitions
+
     def transition(self, states, actions, rng):
         """Slip rule: keep the move w.p. 1 − slip, else one of the other three uniformly."""
         states = np.asarray(states, dtype=np.int64)
         actions = np.asarray(actions, dtype=np.int64)
         n = states.shape[0]
-        slip = rng.random(n) < self.slip_prob
+        slip = rng.random(n) < self.simulator_slip_prob
         other = (actions + rng.integers(1, 4, size=n)) % 4
         actual = np.where(slip, other, actions)
         nxt = self.move_table[states, actual]

@@ -203,7 +203,7 @@ def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) ->
     """
     model = problem.tabular_model()
     S, B = policy.shape
-    P = model.transitions
+    P = problem.sampling_transitions()
     row_of_entry = np.repeat(np.arange(S * B), np.diff(P.indptr))
     cum = np.cumsum(P.data * policy.ravel()[row_of_entry])
     state_lo = P.indptr[np.arange(S) * B]
