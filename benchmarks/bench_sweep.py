@@ -43,7 +43,6 @@ def main() -> None:
         raise ValueError(f"points must be in 1..24, got {args.points}")
     if args.seeds < 1 or args.iterations < 1 or min(args.workers) < 1:
         raise ValueError("seeds, iterations and workers must be >= 1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     n = args.points * args.seeds
     print(f"{n} BC-HG runs (β=0.001, batch 100) × {args.iterations} iterations; "
           f"{os.cpu_count()} CPUs")

@@ -76,10 +76,11 @@ from bilevel_agents.estimators import (
 )
 from bilevel_envs.core import Batch
 
-_ORACLE_STARTS = ("first", "every")
-_UNVISITED = ("drop", "zero")
+ORACLE_STARTS = ("first", "every")
+UNVISITED = ("drop", "zero")
 
-__all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "advantage_grad_coefficients"]
+__all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "ORACLE_STARTS", "UNVISITED",
+           "advantage_grad_coefficients"]
 
 
 def advantage_grad_coefficients(batch: Batch, weights: np.ndarray, sb_keys: np.ndarray,
@@ -165,11 +166,11 @@ class HPGD(ConfigurableLeader):
         if not self.tabular:
             raise ValueError(f"HPGD needs a tabular problem (every-visit averages per state), "
                              f"got {type(br.problem).__name__}")
-        if oracle_starts not in _ORACLE_STARTS:
-            raise ValueError(f"oracle_starts must be one of {_ORACLE_STARTS}, "
+        if oracle_starts not in ORACLE_STARTS:
+            raise ValueError(f"oracle_starts must be one of {ORACLE_STARTS}, "
                              f"got {oracle_starts!r}")
-        if unvisited not in _UNVISITED:
-            raise ValueError(f"unvisited must be one of {_UNVISITED}, got {unvisited!r}")
+        if unvisited not in UNVISITED:
+            raise ValueError(f"unvisited must be one of {UNVISITED}, got {unvisited!r}")
         if oracle_batch_size is not None:
             if isinstance(oracle_batch_size, (bool, np.bool_)) or not isinstance(
                     oracle_batch_size, (int, np.integer)) or oracle_batch_size < 1:

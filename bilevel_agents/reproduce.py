@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from bilevel_agents.hpgd import ORACLE_STARTS, UNVISITED
 from bilevel_agents.sweep import RunSpec, grid, run_sweep
 
 __all__ = ["AUTHORS", "BEST_POINTS", "REFERENCE", "four_rooms_report", "four_rooms_specs",
@@ -124,9 +125,13 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"methods must be among {METHODS}, got {unknown}")
-    if oracle_starts not in ("first", "every") or oracle_unvisited not in ("drop", "zero"):
-        raise ValueError(f"oracle_starts must be 'first' or 'every' and oracle_unvisited 'drop' "
-                         f"or 'zero', got {oracle_starts!r}, {oracle_unvisited!r}")
+    if oracle_starts not in ORACLE_STARTS or oracle_unvisited not in UNVISITED:
+        raise ValueError(f"oracle_starts must be in {ORACLE_STARTS} and oracle_unvisited in "
+                         f"{UNVISITED}, got {oracle_starts!r}, {oracle_unvisited!r}")
+    # non-default oracle options only, so default runs keep their folder names
+    oracle_kw = {k: v for k, v, default in (("oracle_starts", oracle_starts, ORACLE_STARTS[0]),
+                                            ("unvisited", oracle_unvisited, UNVISITED[0]))
+                 if v != default}
     for beta in betas:
         if beta not in BEST_POINTS:
             raise ValueError(f"betas must be among {sorted(BEST_POINTS)}, got {beta!r}")
@@ -146,10 +151,8 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                     n = min(seeds, exact_seeds) if method == "exact" else seeds
                     for point in _points(method, beta, full_grid):
                         kw = point if method == "exact" else {"batch_size": batch, **point}
-                        if method == "hpgd_oracle" and oracle_starts != "first":
-                            kw = {**kw, "oracle_starts": oracle_starts}
-                        if method == "hpgd_oracle" and oracle_unvisited != "drop":
-                            kw = {**kw, "unvisited": oracle_unvisited}
+                        if method == "hpgd_oracle":
+                            kw = {**kw, **oracle_kw}
                         specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)
                                   for s in range(n)]
     return specs
@@ -157,7 +160,8 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
 
 #: options that make a different estimator or schedule (with their defaults): such runs get a
 #: row of their own instead of competing with the published method as a "grid point"
-_VARIANT_DEFAULTS = {"unvisited": "drop", "oracle_starts": "first", "refine_after": None,
+_VARIANT_DEFAULTS = {"unvisited": UNVISITED[0], "oracle_starts": ORACLE_STARTS[0],
+                     "refine_after": None,
                      "optimizer": "sgd", "lr_final": None, "partial": "mc", "n_envs": 1}
 
 
@@ -189,6 +193,7 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
         for beta in betas:
             start, best = next((v for (b, sl), v in REFERENCE.items()
                                 if abs(b - beta) < 1e-9 and abs(sl - slip) < 5e-3), (None, None))
+            a_start, a_best = REFERENCE[(beta, 0.44)]  # the authors' dynamics
             lines += [f"### β = {beta}, slip = {slip:.2f} (start {start}, best known {best})", "",
                       "| method | batch | best grid point | seeds | iterations | "
                       f"last-{tail} mean J ± SE | share of gap | authors' J (slip 0.44) | "
@@ -206,7 +211,6 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                     share = ((row["mean"] - start) / (best - start)) if best is not None \
                         else float("nan")
                     ref = AUTHORS.get((beta, batch), {}).get(method)
-                    a_start, a_best = REFERENCE[(beta, 0.44)]
                     a_share = "–" if ref is None else f"{(ref - a_start) / (a_best - a_start):.0%}"
                     lines.append(
                         f"| {_label(row)} | "
@@ -236,10 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
     p.add_argument("--grid", choices=["full", "best"], help="the paper's grids or the "
                    "authors' best points (default: full, best with --quick)")
-    p.add_argument("--oracle-starts", default="first", choices=["first", "every"],
+    p.add_argument("--oracle-starts", default=ORACLE_STARTS[0], choices=ORACLE_STARTS,
                    help="HPGD (oracle) batches: 'every' = the authors' (each episode from a "
                         "uniform start, ~10x costlier), 'first' = first episode per stream")
-    p.add_argument("--oracle-unvisited", default="drop", choices=["drop", "zero"],
+    p.add_argument("--oracle-unvisited", default=UNVISITED[0], choices=UNVISITED,
                    help="HPGD (oracle): on-policy pairs its batch missed are dropped, or their "
                         "empty averages read as 0 (see bilevel_agents.hpgd)")
     p.add_argument("--workers", type=int, default=1)

@@ -105,7 +105,10 @@ class FourRoomsEnv(TabularConfigurableEnv):
                  penalty_weight: float = 5.0, gamma_follower: float = 0.99,
                  gamma_leader: float = 0.99, max_episode_steps: int = 200,
                  render_mode: str | None = None, simulator_slip_prob: float | None = None):
-        for name, x in (("slip_prob", slip_prob), ("incentive_budget", incentive_budget),
+        if simulator_slip_prob is None:
+            simulator_slip_prob = slip_prob
+        for name, x in (("slip_prob", slip_prob), ("simulator_slip_prob", simulator_slip_prob),
+                        ("incentive_budget", incentive_budget),
                         ("penalty_weight", penalty_weight), ("gamma_follower", gamma_follower),
                         ("gamma_leader", gamma_leader)):
             if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.number)) \
@@ -114,15 +117,9 @@ class FourRoomsEnv(TabularConfigurableEnv):
         if isinstance(max_episode_steps, (bool, np.bool_)) \
                 or not isinstance(max_episode_steps, (int, np.integer)):
             raise ValueError(f"max_episode_steps must be an integer, got {max_episode_steps!r}")
-        if not 0.0 <= slip_prob <= 1.0:
-            raise ValueError(f"slip_prob must be in [0, 1], got {slip_prob!r}")
-        if simulator_slip_prob is None:
-            simulator_slip_prob = slip_prob
-        if isinstance(simulator_slip_prob, (bool, np.bool_)) or not isinstance(
-                simulator_slip_prob, (int, float, np.number)) \
-                or not 0.0 <= simulator_slip_prob <= 1.0:
-            raise ValueError(f"simulator_slip_prob must be None or in [0, 1], "
-                             f"got {simulator_slip_prob!r}")
+        for name, x in (("slip_prob", slip_prob), ("simulator_slip_prob", simulator_slip_prob)):
+            if not 0.0 <= x <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {x!r}")
         if not incentive_budget >= 0.0:
             raise ValueError(f"incentive_budget must be >= 0, got {incentive_budget!r}")
         if not penalty_weight >= 0.0:
@@ -250,7 +247,8 @@ class FourRoomsEnv(TabularConfigurableEnv):
         return self._sim_transitions
 
     def transition(self, states, actions, rng):
-        """Slip rule: keep the move w.p. 1 − slip, else one of the other three uniformly."""
+        """Slip rule (``simulator_slip_prob``): keep the move w.p. 1 − slip, else one of the other
+        three uniformly."""
         states = np.asarray(states, dtype=np.int64)
         actions = np.asarray(actions, dtype=np.int64)
         n = states.shape[0]
