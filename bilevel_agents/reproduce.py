@@ -3,6 +3,8 @@
     bilevel reproduce four-rooms                 # the full study (days: use workers / Ray)
     bilevel reproduce four-rooms --quick         # authors' best grid points, batch 100, 3 seeds
     bilevel reproduce four-rooms --backend ray   # on an existing Ray cluster (RAY_ADDRESS)
+    bilevel reproduce four-rooms --methods hpgd_oracle --oracle-unvisited zero --grid best
+                                                 # the oracle as the authors' numbers suggest
 
 Every method (BC-HG, HPGD (MC / SA / oracle), SoBiRL, NAIVE-PGD, and exact ascent as a
 reference), β ∈ {0.001, 0.003, 0.005}, batch ∈ {100, 200, 400, 1000}, the paper's grids
