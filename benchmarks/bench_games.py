@@ -31,9 +31,9 @@ from bilevel_agents.exact_games import (
 from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
-from bilevel_envs.games._policies import MLPSoftmax
-from bilevel_envs.games._toy_logic import toy_model
-from bilevel_envs.wrappers import BestResponse
+from bilevel_envs.games.policies import MLPSoftmax
+from bilevel_envs.games.toy_logic import toy_model
+from bilevel_envs.wrappers import GameBestResponse
 
 
 # ============================================================================ speed
@@ -90,7 +90,7 @@ def speed() -> None:
           f"{warm*1e3:.2f} ms")
     for name, mod, beta, kw in (("toy", toy_game_v0, 0.05, {}),
                                 ("lqr", lqr_game_v0, 0.1, dict(init_scale=1.0, episodes=4))):
-        br = BestResponse(mod.env(), beta=beta)
+        br = GameBestResponse(mod.env(), beta=beta)
         L = GameBCHG(br, lr=0.01, seed=0, **kw)
         L.update()
         it = _timeit(L.update, repeat=5)
@@ -140,7 +140,7 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
                     if (setting, name, str(seed)) in done:
                         continue
                     param = MLPSoftmax(3, 2) if policy == "mlp" else None
-                    br = BestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form,
+                    br = GameBestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form,
                                       leader_parameterization=param)
                     L = cls(br, lr=lr, seed=seed, max_grad_norm=None, **kw)
                     t = time.perf_counter()
@@ -234,7 +234,7 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                 kw = dict(kw)
                 if kw.pop("oracle", False):
                     kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
-                br = BestResponse(lqr_game_v0.env(), beta=0.1)
+                br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
                 L = cls(br, lr=lr, seed=seed, init_scale=1.0, episodes=4,
                         explore_iterations=10, theta0=None if k0 is None else np.array(k0),
                         **kw)
@@ -277,7 +277,7 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
             kw = dict(kw)
             if kw.pop("oracle", False):
                 kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
-            br = BestResponse(lqr_game_v0.env(), beta=0.1)
+            br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
             L = cls(br, lr=0.1, seed=0, theta0=np.array(K), episodes=4, **kw)
             exact = hypergradient(br)
             exact100 = lqr_objective_and_grad(np.array([K]))[1].ravel()

@@ -32,7 +32,7 @@ import torch
 from bilevel_agents.exact import hypergradient_impl, leader_objective_impl
 from bilevel_envs.followers.maxent_lqr_game import discounted_riccati
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
-from bilevel_envs.games._toy_logic import ToyModel, toy_model
+from bilevel_envs.games.toy_logic import ToyModel, toy_model
 from bilevel_envs.games.lqr_game_v0 import LQRGameEnv, LQRGameParams
 from bilevel_envs.games.toy_game_v0 import ToyGameEnv
 

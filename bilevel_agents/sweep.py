@@ -60,7 +60,7 @@ def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None 
     import gymnasium as gym
 
     import bilevel_envs  # noqa: F401  (registers the ids)
-    from bilevel_envs.wrappers import BestResponse
+    from bilevel_envs.wrappers import BestResponse, GameBestResponse
 
     env_kwargs = dict(env_kwargs or {})
     if env in gym.registry:
@@ -70,7 +70,7 @@ def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None 
     except ModuleNotFoundError:
         raise ValueError(f"unknown env {env!r}: not a registered Gymnasium id nor a game of "
                          f"bilevel_envs.games") from None
-    return BestResponse(module.env(**env_kwargs), beta=beta)
+    return GameBestResponse(module.env(**env_kwargs), beta=beta)
 
 
 def summarize_run(history: list[dict[str, float]], tail: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Train a Stable-Baselines3 PPO leader against a best-responding follower (a black-box baseline).
 
-``BestResponse(game, beta)`` makes the toy Markov game a single-agent Gymnasium env for the
+``GameBestResponse(game, beta)`` makes the toy Markov game a single-agent Gymnasium env for the
 leader (obs = state, action = leader action, reward = r_L; the follower's soft best response
 acts inside). The follower responds to the leader's *policy*, so a callback hands PPO's current
 action probabilities to the follower before every rollout (``set_leader_policy``), i.e. the
@@ -22,7 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from bilevel_agents.exact_games import toy_objective
 from bilevel_envs.games import toy_game_v0
-from bilevel_envs.wrappers import BestResponse
+from bilevel_envs.wrappers import GameBestResponse
 
 
 def leader_probs(model: PPO, n_states: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--reward", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    br = BestResponse(toy_game_v0.env(reward=args.reward), beta=0.05, bootstrap="official")
+    br = GameBestResponse(toy_game_v0.env(reward=args.reward), beta=0.05, bootstrap="official")
     model = PPO("MlpPolicy", br, n_steps=450, batch_size=90, gamma=0.99, seed=args.seed,
                 verbose=0)
     cb = FollowerResponds(br)

@@ -35,9 +35,8 @@ from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD, Tabula
 from bilevel_envs.followers.maxent_lqr_game import MaxEntLQRGameFollower, discounted_riccati
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower, soft_q_backup
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
-from bilevel_envs.games._toy_logic import toy_model
-from bilevel_envs.wrappers import BestResponse
-from bilevel_envs.wrappers.game_best_response import GameBestResponse
+from bilevel_envs.games.toy_logic import toy_model
+from bilevel_envs.wrappers import GameBestResponse
 
 GAMES = [toy_game_v0, lqr_game_v0]
 
@@ -228,7 +227,7 @@ def test_lqr_not_stabilisable_and_bad_beta():
 # ============================================================================ wrapper
 @pytest.mark.parametrize("mod,beta", [(toy_game_v0, 0.05), (lqr_game_v0, 0.1)])
 def test_game_best_response_env(mod, beta):
-    br = BestResponse(mod.env(), beta=beta)
+    br = GameBestResponse(mod.env(), beta=beta)
     assert isinstance(br, GameBestResponse)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -247,11 +246,11 @@ def test_game_best_response_env(mod, beta):
     with pytest.raises(ValueError):
         br.set_config(np.zeros(7))
     with pytest.raises(ValueError, match="beta"):
-        BestResponse(mod.env(), beta=-1.0)
+        GameBestResponse(mod.env(), beta=-1.0)
 
 
 def test_game_best_response_truncates_and_values():
-    br = BestResponse(toy_game_v0.parallel_env(reward=1), beta=0.05)
+    br = GameBestResponse(toy_game_v0.parallel_env(reward=1), beta=0.05)
     obs, _ = br.reset(seed=0)
     for t in range(150):
         nxt, _, _, trunc, info = br.step(0)
@@ -264,7 +263,7 @@ def test_game_best_response_truncates_and_values():
 
 def test_leader_score_matches_finite_differences():
     for mod, beta in ((toy_game_v0, 0.05), (lqr_game_v0, 0.1)):
-        br = BestResponse(mod.env(), beta=beta)
+        br = GameBestResponse(mod.env(), beta=beta)
         br.set_config(np.random.default_rng(0).normal(size=br.config_space.shape) * 0.4)
         b = br.rollout(2, seed=0, horizon=4)
         sc = br.leader_score(b.obs, b.leader_actions)
@@ -320,7 +319,7 @@ def test_toy_hypergradient_vs_finite_differences(bootstrap):
 
 
 def test_exact_dispatch_through_wrapper():
-    br = BestResponse(toy_game_v0.env(reward=2), beta=0.05)
+    br = GameBestResponse(toy_game_v0.env(reward=2), beta=0.05)
     th = np.random.default_rng(3).normal(size=6) * 0.5
     g = hypergradient(br, th)
     assert g.shape == (6,)
@@ -473,7 +472,7 @@ def test_lqr_gradient_vs_finite_differences():
 
 def test_lqr_objective_vs_monte_carlo():
     K = np.array([[-9.683, -10.25]])
-    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
     br.set_leader_policy(K)
     ret = br.rollout(3000, seed=0).returns()
     assert abs(ret.mean() - lqr_objective(K)) < 4 * ret.std() / np.sqrt(len(ret))
@@ -485,7 +484,7 @@ def test_lqr_objective_vs_monte_carlo():
 
 # ============================================================================ leaders
 def _toy_leader(cls, seed=0, **kw):
-    br = BestResponse(toy_game_v0.env(reward=2), beta=0.05, bootstrap="official")
+    br = GameBestResponse(toy_game_v0.env(reward=2), beta=0.05, bootstrap="official")
     return br, cls(br, lr=0.01, seed=seed, **kw)
 
 
@@ -523,7 +522,7 @@ def test_biac_stackelberg_target_and_critic_tracks_exact():
 
 
 def test_lqr_leaders_smoke():
-    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
     for cls, kw in ((GameBCHG, {}), (GameNaivePGD, {"critic_exploration": 0.3})):
         L = cls(br, lr=0.1, seed=0, init_scale=1.0, episodes=2, explore_iterations=1,
                 critic_kwargs={"steps": 5}, **kw)
@@ -533,7 +532,7 @@ def test_lqr_leaders_smoke():
 
 @pytest.mark.slow
 def test_bchg_toy_r1_reaches_optimum_region():
-    br = BestResponse(toy_game_v0.env(reward=1), beta=0.05, bootstrap="official")
+    br = GameBestResponse(toy_game_v0.env(reward=1), beta=0.05, bootstrap="official")
     L = GameBCHG(br, lr=0.003, seed=0, max_grad_norm=None)  # the results protocol
     L.learn(500, evaluate=False, progress=False)
     assert toy_objective(br.leader_policy, reward=1, bootstrap="official", horizon=150,
@@ -541,7 +540,7 @@ def test_bchg_toy_r1_reaches_optimum_region():
 
 
 def test_mlp_leader_parameterization():
-    from bilevel_envs.games._policies import MLPSoftmax
+    from bilevel_envs.games.policies import MLPSoftmax
 
     par = MLPSoftmax(3, 2, hidden=(8, 8))
     th = par.initial(np.random.default_rng(0)) + np.random.default_rng(1).normal(size=par.dim) * 0.3
@@ -549,7 +548,7 @@ def test_mlp_leader_parameterization():
     fd = np.stack([(np.log(par.probs(th + eps * v)) - np.log(par.probs(th - eps * v))) / (2 * eps)
                    for v in np.eye(par.dim)], -1)
     assert np.allclose(par.score_table(th), fd, atol=1e-7)
-    br = BestResponse(toy_game_v0.env(), beta=0.05, leader_parameterization=par)
+    br = GameBestResponse(toy_game_v0.env(), beta=0.05, leader_parameterization=par)
     L = GameBCHG(br, lr=1e-3, seed=0)
     assert br.config_space.shape == (par.dim,)
     assert np.allclose(br.leader_policy, 0.5, atol=0.02)  # Xavier init, tiny last layer
@@ -558,13 +557,13 @@ def test_mlp_leader_parameterization():
                        par.score_table(br.config)[b.obs, b.leader_actions])
     L.learn(3, evaluate=False, progress=False)
     with pytest.raises(ValueError, match="leader_parameterization"):
-        BestResponse(lqr_game_v0.env(), beta=0.1, leader_parameterization=par)
+        GameBestResponse(lqr_game_v0.env(), beta=0.1, leader_parameterization=par)
 
 
 def test_lqr_exact_leader_critic():
     from bilevel_agents.exact_games import LQRExactLeaderCritic
 
-    br = BestResponse(lqr_game_v0.env(), beta=0.1)
+    br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
     K = np.array([[-9.683, -10.25]])
     br.set_leader_policy(K)
     c = LQRExactLeaderCritic(tol=1e-10)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 
-from bilevel_envs.core import check_beta
+from bilevel_envs.utils import check_beta
 
 __all__ = [
     "GaussianLinearPolicy",
@@ -380,6 +380,23 @@ class MaxEntLQRFollower:
         if self.solution is None:
             raise RuntimeError("call solve(problem) before using the follower")
         return self.solution
+
+    def state_dict(self) -> dict:
+        """The model last solved (the solution is a deterministic function of it)."""
+        if self.model is None:
+            return {"model": None}
+        m = self.model
+        return {"model": {"A": m.A.copy(), "B": m.B.copy(), "Q": m.Q.copy(), "R": m.R.copy(),
+                          "W": m.W.copy(), "gamma": float(m.gamma)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (re-solves the stored model: the DARE has no warm start)."""
+        m = state["model"]
+        if m is None:
+            self.model = self.solution = None
+            return
+        self.solve_model(LQRModel(**{k: (float(v) if k == "gamma" else np.array(v, np.float64))
+                                     for k, v in m.items()}))
 
     # -------------------------------------------------------------- protocol
     @property

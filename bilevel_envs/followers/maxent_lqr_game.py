@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 
-from bilevel_envs.core import check_beta
+from bilevel_envs.utils import check_beta
 
 __all__ = ["MaxEntLQRGameFollower", "discounted_riccati"]
 
@@ -85,6 +85,9 @@ class MaxEntLQRGameFollower:
             ValueError: bad shapes, or a ``K`` for which the follower's LQR is not stabilisable.
         """
         p = game.unwrapped.params if hasattr(game, "unwrapped") else game.params
+        self._solve(p, leader_policy)
+
+    def _solve(self, p: Any, leader_policy: Any) -> None:
         n, m, k = p.dims
         if leader_policy is None:
             if self.K is None:
@@ -118,6 +121,23 @@ class MaxEntLQRGameFollower:
         _, logdet = np.linalg.slogdet(S)
         self.v = (-(self.beta * m / 2) * np.log(np.pi * self.beta) + 0.5 * self.beta * logdet
                   + g * np.trace(self.P_aa @ Wc @ Wc.T)) / (1 - g)
+
+    def state_dict(self) -> dict:
+        """The leader policy ``(K, W)`` last answered (the solution is a function of it)."""
+        if self.K is None:
+            return {"K": None}
+        return {"K": self.K.copy(), "W": self.W.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (re-solves for the stored ``(K, W)``; needs a prior
+        :meth:`solve` on the same game, as every wrapped follower has had)."""
+        if state["K"] is None:
+            self.K = None
+            return
+        if getattr(self, "params", None) is None:
+            raise RuntimeError("load_state_dict needs a follower solved once on its game")
+        self._solve(self.params, (np.array(state["K"], np.float64),
+                                  np.array(state["W"], np.float64)))
 
     # ------------------------------------------------------------------ callables on batches
     def _check(self) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_envs.core import check_beta
+from bilevel_envs.utils import check_beta
 
 __all__ = ["SoftQIterationFollower", "soft_q_backup"]
 
@@ -204,6 +204,22 @@ class SoftQIterationFollower:
     def _check(self) -> None:
         if self._q is None:
             raise RuntimeError("call solve() first")
+
+    def state_dict(self) -> dict:
+        """``Q_F`` (the next solve's warm start) and the leader policy it answers."""
+        if self._q is None:
+            return {"q": None}
+        return {"q": self._q.copy(), "leader_policy": self.leader_policy.copy(),
+                "iterations": int(self.iterations), "converged": bool(self.converged)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (no solve)."""
+        if state["q"] is None:
+            self._q, self.leader_policy = None, None
+            return
+        self.leader_policy = np.array(state["leader_policy"], dtype=np.float64)
+        self.iterations, self.converged = int(state["iterations"]), bool(state["converged"])
+        self._set_q(np.array(state["q"], dtype=np.float64))
 
     @property
     def soft_q(self) -> np.ndarray:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bilevel_envs.core import TabularModel, check_beta
+from bilevel_envs.model import TabularModel
+from bilevel_envs.utils import check_beta
 
 __all__ = ["SoftVIResult", "TabularSoftFollower", "soft_bellman_backup", "soft_value",
            "soft_value_iteration"]
@@ -155,11 +156,34 @@ class TabularSoftFollower:
 
     def solve(self, env) -> None:
         q0 = self.result.q if (self.warm_start and self.result is not None) else None
-        self.result = soft_value_iteration(
+        self._set_result(soft_value_iteration(
             env.tabular_model(), self.beta, env.gamma_follower, q0=q0, tol=self.tol,
-            max_iterations=self.max_iterations, solver=self.solver)
-        self._cum = np.cumsum(self.result.policy, axis=1)
+            max_iterations=self.max_iterations, solver=self.solver))
+
+    def _set_result(self, result: SoftVIResult) -> None:
+        self.result = result
+        self._cum = np.cumsum(result.policy, axis=1)
         self._cum[:, -1] = 1.0  # guard against round-off: u < 1 always picks an action
+
+    def state_dict(self) -> dict:
+        """The solution (the next solve's warm start), as plain arrays and numbers."""
+        r = self.result
+        if r is None:
+            return {"result": None}
+        return {"result": {"q": r.q.copy(), "v": r.v.copy(), "policy": r.policy.copy(),
+                           "iterations": int(r.iterations), "residual": float(r.residual)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (no solve: the follower is exactly as it was)."""
+        r = state["result"]
+        if r is None:
+            self.result = None
+            return
+        self._set_result(SoftVIResult(q=np.array(r["q"], dtype=np.float64),
+                                      v=np.array(r["v"], dtype=np.float64),
+                                      policy=np.array(r["policy"], dtype=np.float64),
+                                      iterations=int(r["iterations"]),
+                                      residual=float(r["residual"])))
 
     def _solved(self) -> SoftVIResult:
         if self.result is None:

@@ -18,7 +18,7 @@ Start at ``s0 = (1, 0)``; truncated after ``max_cycles`` = 100 rounds.
 
 ## Arguments
 ``max_cycles`` (100), ``gamma_follower`` γ_F (0.95), ``gamma_leader`` γ_L (0.99), ``params``
-(:class:`~bilevel_envs.games._lqr_logic.LQRGameParams`, the paper's matrices by default),
+(:class:`~bilevel_envs.games.lqr_logic.LQRGameParams`, the paper's matrices by default),
 ``render_mode``.
 
 Example:
@@ -38,8 +38,8 @@ from gymnasium import spaces
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import turn_based_aec_to_parallel
 
-from bilevel_envs.games._base import FOLLOWER, LEADER, LeaderFollowerGame
-from bilevel_envs.games._lqr_logic import LQRGameParams
+from bilevel_envs.games.base import FOLLOWER, LEADER, LeaderFollowerGame
+from bilevel_envs.games.lqr_logic import LQRGameParams
 
 __all__ = ["LQRGameEnv", "LQRGameParams", "env", "parallel_env", "raw_env"]
 

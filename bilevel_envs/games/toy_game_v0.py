@@ -27,7 +27,7 @@ Every episode starts in S and is truncated after ``max_cycles`` = 150 rounds (ne
 ``max_cycles`` (150), ``gamma_follower`` γ_F (0.99), ``gamma_leader`` γ_L (0.99),
 ``render_mode`` (None or "ansi").
 
-The exact tables are ``env.unwrapped.model`` (:class:`~bilevel_envs.games._toy_logic.ToyModel`:
+The exact tables are ``env.unwrapped.model`` (:class:`~bilevel_envs.games.toy_logic.ToyModel`:
 ``P[s, a, b, s']``, ``r_follower``, ``r_leader``, ``next_state``, ``mu0``).
 
 Example:
@@ -49,8 +49,8 @@ from gymnasium import spaces
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import turn_based_aec_to_parallel
 
-from bilevel_envs.games._base import FOLLOWER, LEADER, LeaderFollowerGame
-from bilevel_envs.games._toy_logic import FOLLOWER_ACTIONS, STATES, ToyModel, toy_model
+from bilevel_envs.games.base import FOLLOWER, LEADER, LeaderFollowerGame
+from bilevel_envs.games.toy_logic import FOLLOWER_ACTIONS, STATES, ToyModel, toy_model
 
 __all__ = ["ToyGameEnv", "env", "parallel_env", "raw_env"]
 

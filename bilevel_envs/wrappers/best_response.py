@@ -13,8 +13,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from pettingzoo.utils.env import AECEnv, ParallelEnv
 
-from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv, check_beta
+from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv
+from bilevel_envs.utils import check_beta
 
 __all__ = ["BestResponse"]
 
@@ -40,21 +42,15 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         100
     """
 
-    def __new__(cls, env: Any = None, *args: Any, **kwargs: Any):
-        # A PettingZoo leader-follower game becomes a single-agent env for the leader.
-        from bilevel_envs.wrappers._dispatch import game_best_response_class
-
-        game_cls = game_best_response_class(env)
-        if game_cls is not None and cls is BestResponse:
-            return game_cls(env, *args, **kwargs)
-        return super().__new__(cls)
-
     def __init__(self, env: gym.Env, beta: float, follower: Any = None, **follower_kwargs: Any):
         # recorded so that gym.make(br.spec) rebuilds the same follower (tol, max_iterations, ...)
         recorded = {"beta": beta, **follower_kwargs}
         if follower is not None:
             recorded["follower"] = follower
         gym.utils.RecordConstructorArgs.__init__(self, **recorded)
+        if isinstance(env, (AECEnv, ParallelEnv)):
+            raise ValueError(f"env is a leader-follower game ({type(env.unwrapped).__name__}): "
+                             "use GameBestResponse(game, beta) or best_response(game, beta)")
         gym.Wrapper.__init__(self, env)
         self.beta = check_beta(beta)
         problem = env.unwrapped
@@ -88,6 +84,24 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Set θ and re-solve the follower (warm-started from the previous solution)."""
         self.problem.set_config(theta)
         self.follower.solve(self.problem)
+
+    def state_dict(self) -> dict[str, Any]:
+        """θ, the follower's state (its warm start) and the wrapper's generator: everything
+        that affects later solves and samples. Plain arrays, numbers and dicts."""
+        follower = self.follower.state_dict() if hasattr(self.follower, "state_dict") else None
+        return {"config": self.config, "follower": follower,
+                "rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`. A follower that snapshots its state is restored as it
+        was, with no solve; any other follower is re-solved at the stored θ."""
+        self.problem.set_config(state["config"])
+        if state.get("follower") is not None and hasattr(self.follower, "load_state_dict"):
+            self.follower.load_state_dict(state["follower"])
+        else:
+            self.follower.solve(self.problem)
+        if state.get("rng") is not None:
+            self._rng.bit_generator.state = state["rng"]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:

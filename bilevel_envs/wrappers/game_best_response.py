@@ -1,6 +1,6 @@
 """A leader-follower Markov game seen by the leader: the follower plays its soft best response.
 
-``BestResponse(game, beta=...)`` (dispatched here for PettingZoo games) turns a game of
+``GameBestResponse(game, beta=...)`` (or :func:`~bilevel_envs.wrappers.best_response`) turns a game of
 :mod:`bilevel_envs.games` into a single-agent Gymnasium env for the leader: observation ``s``,
 action ``a``, reward ``r_L(s, a, b)`` with ``b ~ g^{θ†}(·|s, a)`` drawn from the follower's
 exact soft best response to the leader's *current policy* ``f`` (paper eq. 4; the follower
@@ -15,7 +15,7 @@ The wrapper also exposes the leader's *parameter* θ like a configurable MDP doe
 (``config_space``, ``config``, ``set_config``), so θ-based leaders (:mod:`bilevel_agents`) and
 :func:`bilevel_agents.exact.hypergradient` work unchanged: toy game θ = the parameters of
 ``leader_parameterization`` (default the ``S·A`` logits of a tabular softmax policy
-``f = softmax(θ.reshape(S, A))``; :class:`~bilevel_envs.games._policies.MLPSoftmax` for the
+``f = softmax(θ.reshape(S, A))``; :class:`~bilevel_envs.games.policies.MLPSoftmax` for the
 authors' MLP actor); LQR game θ = ``K.ravel()`` (W fixed).
 :meth:`GameBestResponse.leader_score` gives ``∇θ log f_θ(a|s)`` for batches.
 """
@@ -27,7 +27,9 @@ from typing import Any, Callable, NamedTuple
 import gymnasium as gym
 import numpy as np
 
-from bilevel_envs.core import check_beta
+from bilevel_envs.games.base import LeaderFollowerGame
+from bilevel_envs.games.policies import TabularSoftmax
+from bilevel_envs.utils import check_beta
 
 __all__ = ["GameBatch", "GameBestResponse"]
 
@@ -76,8 +78,8 @@ class GameBestResponse(gym.Env):
     Example:
         >>> import numpy as np
         >>> from bilevel_envs.games import toy_game_v0
-        >>> from bilevel_envs.wrappers import BestResponse
-        >>> br = BestResponse(toy_game_v0.env(reward=2), beta=0.05)
+        >>> from bilevel_envs.wrappers import GameBestResponse
+        >>> br = GameBestResponse(toy_game_v0.env(reward=2), beta=0.05)
         >>> br.set_leader_policy(np.array([[.5, .5], [.5, .5], [.5, .5]]))
         >>> br.policy.shape  # g(b|s, a)
         (3, 2, 3)
@@ -93,8 +95,6 @@ class GameBestResponse(gym.Env):
                  leader_parameterization: Any = None, **follower_kwargs: Any):
         super().__init__()
         problem = game.unwrapped
-        from bilevel_envs.games._base import LeaderFollowerGame
-
         if not isinstance(problem, LeaderFollowerGame):
             raise ValueError(f"game must be a bilevel_envs leader-follower game, got "
                              f"{type(problem).__name__}")
@@ -109,8 +109,6 @@ class GameBestResponse(gym.Env):
         self.follower = follower
         self._is_toy = hasattr(problem, "model")
         if self._is_toy:
-            from bilevel_envs.games._policies import TabularSoftmax
-
             self.leader_parameterization = leader_parameterization or TabularSoftmax(
                 problem.n_states, problem.n_leader_actions)
         elif leader_parameterization is not None:
@@ -157,11 +155,33 @@ class GameBestResponse(gym.Env):
         """
         self.follower.solve(self.problem, policy)
         self._theta = None
+        self._sync_leader_policy()
+
+    def _sync_leader_policy(self) -> None:
+        """Cache the leader policy the follower has answered (sampling tables, K and W)."""
+        self._score_cache = None
         if self._is_toy:
             self._leader_probs = self.follower.leader_policy.copy()
             self._leader_cdf = np.cumsum(self._leader_probs, axis=1)
         else:
             self._K, self._W = self.follower.K.copy(), self.follower.W.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        """θ (as last set), the follower's state and the env's generator."""
+        theta = None if self._theta is None else self._theta.copy()
+        return {"theta": theta, "follower": self.follower.state_dict(),
+                "rng": self.np_random.bit_generator.state,
+                "follower_rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` exactly (no solve)."""
+        self.follower.load_state_dict(state["follower"])
+        self._sync_leader_policy()
+        self._theta = None if state["theta"] is None else np.array(state["theta"], np.float64)
+        if state.get("rng") is not None:
+            self.np_random.bit_generator.state = state["rng"]
+        if state.get("follower_rng") is not None:
+            self._rng.bit_generator.state = state["follower_rng"]
 
     @property
     def leader_policy(self) -> Any:

@@ -24,7 +24,7 @@ def build(case: dict, api: dict):
 
     import bilevel_envs  # noqa: F401
     from bilevel_envs.games import lqr_game_v0, toy_game_v0
-    from bilevel_envs.games._policies import MLPSoftmax
+    from bilevel_envs.games.policies import MLPSoftmax
 
     br_kwargs = dict(case.get("br_kwargs", {}))
     if br_kwargs.pop("mlp_leader", False):
