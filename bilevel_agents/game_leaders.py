@@ -156,7 +156,7 @@ class MLPGameCritic:
         for _ in range(self.steps):
             idx = self._rng.integers(0, len(s), size=min(self.batch_size, len(s)))
             a2 = br.sample_leader_actions(s2[idx], self._rng)
-            b2 = br.follower.sample_actions(br.problem.follower_obs(s2[idx], a2), self._rng)
+            b2 = br.follower.act(br.problem.follower_obs(s2[idx], a2), self._rng)
             with torch.no_grad():
                 y = torch.from_numpy(r[idx].astype(np.float32)) + gamma * self.target(
                     self._inputs(s2[idx], a2, b2))[:, 0]
@@ -313,7 +313,7 @@ class GameLeader(Leader):
         E, T = q.shape
         s_m = np.repeat(s.reshape((E * T,) + s.shape[2:]), M, axis=0)
         a_m = np.repeat(a.reshape((E * T,) + a.shape[2:]), M, axis=0)
-        b_m = br.follower.sample_actions(br.problem.follower_obs(s_m, a_m), self.rng)
+        b_m = br.follower.act(br.problem.follower_obs(s_m, a_m), self.rng)
         return q - self.critic.values(s_m, a_m, b_m).reshape(E, T, M).mean(axis=-1)
 
     def follower_baseline(self, batch: GameBatch) -> np.ndarray | None:

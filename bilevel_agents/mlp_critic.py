@@ -157,7 +157,7 @@ class MLPCritic:
             q = self.q(np.repeat(s, 2 * m, axis=0), pts.reshape(-1, m))
             return q.reshape(n, 2 * m).mean(1)
         rep = np.repeat(s, self.v_samples, axis=0)
-        b = br.follower.sample_actions(rep, self.rng)
+        b = br.follower.act(rep, self.rng)
         return self.q(rep, b).reshape(n, self.v_samples).mean(1)
 
     def update(self, batch: Batch, br: Any) -> dict[str, float]:
@@ -174,7 +174,7 @@ class MLPCritic:
         next_actions[:-1] = batch.actions[1:]
         cut = batch.episode_end & ~batch.terminated
         if cut.any():
-            next_actions[cut] = br.follower.sample_actions(batch.next_obs[cut], self.rng)
+            next_actions[cut] = br.follower.act(batch.next_obs[cut], self.rng)
         boot = torch.from_numpy(np.where(batch.terminated, 0.0, self.gamma)).to(self.dtype)
         x = self._inputs(batch.obs, batch.actions)
         x_next = self._inputs(batch.next_obs, next_actions)

@@ -209,7 +209,7 @@ def test_soft_value_monte_carlo(br):
     s = np.tile(s0, (n, 1))
     ret, disc = np.zeros(n), 1.0
     for _ in range(T):
-        b = fol.sample_actions(s, rng)
+        b = fol.act(s, rng)
         ret += disc * (problem.follower_reward(s, b) - BETA * fol.policy.log_prob(s, b))
         s, *_ = problem.transition(s, b, rng)
         disc *= problem.gamma_follower
@@ -236,10 +236,10 @@ def test_follower_protocol_and_non_stabilisable():
         solve_discounted_dare(A, B, np.eye(2), np.eye(1), 1.0)
     fol = BuildingThermalEnv().make_follower(0.1)
     with pytest.raises(RuntimeError):
-        fol.sample_actions(np.zeros((1, 4)), np.random.default_rng())
+        fol.act(np.zeros((1, 4)), np.random.default_rng())
     fol.solve(BuildingThermalEnv())
     assert isinstance(fol, Follower)
-    acts = fol.sample_actions(np.zeros((10_000, 4)), np.random.default_rng(0))
+    acts = fol.act(np.zeros((10_000, 4)), np.random.default_rng(0))
     cov = fol.policy.cov
     np.testing.assert_allclose(np.cov(acts.T), cov, atol=0.05 * np.abs(cov).max())
 
@@ -334,7 +334,7 @@ def test_exact_leader_critic(br):
     rng = np.random.default_rng(0)
     s = rng.normal(0, 4, (5, 4))
     # V_L = E_{b~g} Q_L (Alg. 1 line 10), by many follower samples
-    bs = br.follower.sample_actions(np.repeat(s, 20_000, axis=0), rng)
+    bs = br.follower.act(np.repeat(s, 20_000, axis=0), rng)
     q = crit.q(np.repeat(s, 20_000, axis=0), bs).reshape(5, -1)
     np.testing.assert_allclose(q.mean(1), crit.v(s), rtol=2e-3)
     # J from V_L: E_{s0} V_L(s0) = −tr(X Σ0) − c equals the infinite-horizon objective

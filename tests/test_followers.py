@@ -358,7 +358,7 @@ def test_action_frequencies_match_policy():
     b = BestResponse(gym.make(ENV_ID), beta=0.02)
     b.set_config(np.random.default_rng(1).normal(0, 2, 105))
     states = np.repeat(np.arange(104), 2000)
-    acts = b.follower.sample_actions(states, np.random.default_rng(0))
+    acts = b.follower.act(states, np.random.default_rng(0))
     counts = np.bincount(states * 4 + acts, minlength=416).reshape(104, 4)
     stat, dof = _chi2(counts, b.policy)
     assert abs(stat - dof) < 6 * np.sqrt(2 * dof), (stat, dof)

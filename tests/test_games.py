@@ -176,7 +176,7 @@ def test_sampled_follower_actions_follow_policy():
     fol = SoftQIterationFollower(0.5, 0.9)
     fol.solve(toy_model(2), toy_policy_from_p(0.5))
     obs = np.tile([[1, 0]], (40000, 1))
-    freq = np.bincount(fol.sample_actions(obs, np.random.default_rng(0)), minlength=3) / 40000
+    freq = np.bincount(fol.act(obs, np.random.default_rng(0)), minlength=3) / 40000
     assert np.allclose(freq, fol.policy[1, 0], atol=0.01)
 
 

@@ -404,7 +404,7 @@ class MaxEntLQRFollower:
         self._require()
         return self._policy
 
-    def sample_actions(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def act(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``b ~ N(−K s, (β/2)S⁻¹)`` for each row of ``states`` (``(N, n)`` → ``(N, m)``)."""
         self._require()
         return self._policy.sample(np.asarray(states, dtype=np.float64), rng)

@@ -173,7 +173,7 @@ class MaxEntLQRGameFollower:
         Wc = p.C @ self.W
         return r_f + self.gamma * (mean_next - np.trace(self.P_aa @ Wc @ Wc.T))
 
-    def sample_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sample ``b ~ g(·|s, a)`` for follower observations ``obs = [s, a]`` of shape (N, n+k)."""
         self._check()
         n = self.params.dims[0]

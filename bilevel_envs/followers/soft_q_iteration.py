@@ -239,7 +239,7 @@ class SoftQIterationFollower:
         self._check()
         return self._pi
 
-    def sample_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sample ``b ~ g(·|s, a)`` for follower observations ``obs`` of shape ``(N, 2)``."""
         self._check()
         obs = np.asarray(obs, dtype=np.int64).reshape(-1, 2)

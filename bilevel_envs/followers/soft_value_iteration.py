@@ -202,7 +202,7 @@ class TabularSoftFollower:
     def soft_v(self) -> np.ndarray:
         return self._solved().v
 
-    def sample_actions(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def act(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Inverse-CDF sampling of ``b ~ g(·|s)`` for a batch of state indices."""
         u = rng.random(len(states))
         return (u[:, None] >= self._cum[states]).sum(axis=1).astype(np.int64)

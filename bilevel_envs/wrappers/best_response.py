@@ -133,7 +133,7 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def follower_action(self, obs: Any, rng: np.random.Generator | None = None) -> Any:
         """Sample ``b ~ g^{θ†}(·|obs)`` for one observation."""
-        return self.follower.sample_actions(np.asarray([obs]), rng or self._rng)[0]
+        return self.follower.act(np.asarray([obs]), rng or self._rng)[0]
 
     # ------------------------------------------------------------------ batched rollouts
     def rollout(
@@ -272,7 +272,7 @@ def _rollout(problem, follower, steps, n_envs, rng, initial_states, limit) -> Ba
     t = np.zeros(n_envs, dtype=np.int64)
     cols: dict[str, list] = {k: [] for k in ("s", "b", "rf", "rl", "s2", "term", "trunc", "t")}
     for _ in range(steps):
-        actions = follower.sample_actions(states, rng)
+        actions = follower.act(states, rng)
         nxt, r_f, r_l, term = problem.transition(states, actions, rng)
         trunc = ~term & (t + 1 >= limit)
         for key, val in zip(cols, (states, actions, r_f, r_l, nxt, term, trunc, t)):

@@ -300,7 +300,7 @@ class GameBestResponse(gym.Env):
     def follower_action(self, s: Any, a: Any, rng: np.random.Generator | None = None) -> Any:
         """Sample one ``b ~ g(·|s, a)``."""
         obs = self.problem.follower_obs(np.asarray([s]), np.asarray([a]))
-        return self.follower.sample_actions(obs, rng or self._rng)[0]
+        return self.follower.act(obs, rng or self._rng)[0]
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -325,7 +325,7 @@ class GameBestResponse(gym.Env):
         a_arr = np.asarray([a])
         s_arr = np.asarray([self._state])
         fobs = self.problem.follower_obs(s_arr, a_arr)
-        b = self.follower.sample_actions(fobs, self.np_random)
+        b = self.follower.act(fobs, self.np_random)
         v_f = float(self.follower_value(s_arr, a_arr)[0])
         nxt, r_f, r_l = self.problem.transition(s_arr, a_arr, b)
         if not (np.isfinite(r_f[0]) and np.isfinite(r_l[0])):
@@ -366,7 +366,7 @@ class GameBestResponse(gym.Env):
         for _ in range(T):
             obs = prob.leader_obs(s)
             a = sampler(obs, rng)
-            b = self.follower.sample_actions(prob.follower_obs(s, a), rng)
+            b = self.follower.act(prob.follower_obs(s, a), rng)
             v_f = self.follower_value(s, a)
             nxt, r_f, r_l = prob.transition(s, a, b)
             for key, val in zip(GameBatch._fields, (obs, a, b, r_l, r_f, nxt, v_f)):
