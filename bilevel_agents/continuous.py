@@ -157,6 +157,8 @@ class ContinuousLeaderMixin:
             parts = np.split(grad.ravel(), np.cumsum(self.clip_groups)[:-1])
             step = np.concatenate([clip_by_global_norm(p, self.max_grad_norm) for p in parts])
             step = step.reshape(grad.shape)
+        if self.optimizer == "adam":
+            step = self._adam_direction(step)
         space = self.br.config_space
         self.br.set_config(np.clip(self.theta + self.current_lr * step, space.low, space.high))
         self.iteration += 1

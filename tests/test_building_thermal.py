@@ -470,3 +470,12 @@ def test_bchg_learns_past_the_no_response_optimum():
     history = leader.learn(150, progress=False, eval_every=10)
     assert history[0]["objective"] < -255
     assert leader_objective(br) > -195
+
+
+def test_adam_is_applied_on_continuous_problems(br):
+    """optimizer="adam" takes Adam steps: the first is lr·sign(g) in every coordinate (|Δθ_i| ≈
+    lr), where SGD on the clipped gradient moves θ by at most lr in norm."""
+    leader = ContinuousBCHG(br, batch_size=1000, n_envs=10, critic=ExactBuildingCritic(),
+                            optimizer="adam", lr=0.01, theta0=np.zeros(8), seed=0)
+    leader.update()
+    np.testing.assert_allclose(np.abs(leader.theta), 0.01, rtol=1e-4)
