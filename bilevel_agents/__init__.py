@@ -1,54 +1,82 @@
 """bilevel_agents: leaders for decentralized bi-level RL (BC-HG and baselines).
 
-Every leader subclasses :class:`Leader` and trains through :func:`train`::
+One class per method, for every problem family where it is defined, all trained by one loop::
 
     from bilevel_agents import BCHG
-    leader = BCHG(br, batch_size=100, lr=0.1, seed=0)
+    leader = BCHG(br, batch_size=100, lr=0.1, seed=0)     # Four-Rooms, building or a game
     history = leader.learn(10_000)
 
-``LEADERS`` maps the CLI names to the classes (add your own leader to it to use the CLI).
+The parts (``docs/developer.md`` draws the map): :mod:`~bilevel_agents.leader` (θ and the one
+step), :mod:`~bilevel_agents.leaders` (the methods), :mod:`~bilevel_agents.families` (what
+differs per kind of problem), :mod:`~bilevel_agents.estimators` (the equations),
+:mod:`~bilevel_agents.critics`, :mod:`~bilevel_agents.exact` (ground truth),
+:mod:`~bilevel_agents.trainer`, :mod:`~bilevel_agents.experiments` (sweeps, tables, plots) and
+:mod:`~bilevel_agents.cli`. ``LEADERS`` maps the CLI names to the classes.
 """
 
-from bilevel_agents.base import Leader, clip_by_global_norm
-from bilevel_agents.bchg import BCHG
-from bilevel_agents.configurable import ConfigurableLeader
-from bilevel_agents.continuous import ContinuousBCHG, ContinuousHPGD, ContinuousNaivePGD
-from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
-from bilevel_agents.exact_ascent import ExactAscent
-from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameLeader, GameNaivePGD
-from bilevel_agents.hpgd import HPGD, HPGDMonteCarlo, HPGDOracle, HPGDSarsa
-from bilevel_agents.naive_pgd import NaivePGD
-from bilevel_agents.sobirl import SoBiRL
-from bilevel_agents.trainer import train
+from __future__ import annotations
 
-LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (BCHG, NaivePGD, ExactAscent)}
-LEADERS.update({cls.name: cls for cls in (HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL)})
-LEADERS.update({cls.name: cls for cls in (GameBCHG, GameNaivePGD, GameBiAC)})
-LEADERS.update({cls.name: cls for cls in (ContinuousBCHG, ContinuousNaivePGD, ContinuousHPGD)})
+import warnings
+from typing import Any
+
+from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
+from bilevel_agents.leader import Leader, clip_by_global_norm
+from bilevel_agents.leaders import (
+    BCHG,
+    HPGD,
+    LEADERS,
+    BiAC,
+    ExactAscent,
+    NaivePGD,
+    SoBiRL,
+    get_leader,
+)
+from bilevel_agents.trainer import train
 
 __all__ = [
     "BCHG",
+    "HPGD",
     "LEADERS",
-    "ConfigurableLeader",
-    "ContinuousBCHG",
-    "ContinuousHPGD",
-    "ContinuousNaivePGD",
+    "BiAC",
     "Critic",
     "ExactAscent",
     "ExactCritic",
-    "GameBCHG",
-    "GameBiAC",
-    "GameLeader",
-    "GameNaivePGD",
-    "HPGD",
-    "HPGDMonteCarlo",
-    "HPGDOracle",
-    "HPGDSarsa",
     "Leader",
     "MonteCarloCritic",
     "NaivePGD",
     "SarsaCritic",
     "SoBiRL",
     "clip_by_global_norm",
+    "get_leader",
     "train",
 ]
+
+# Names of the previous release: one class per method now serves every problem family.
+_DEPRECATED = {
+    "GameBCHG": "BCHG", "ContinuousBCHG": "BCHG", "GameNaivePGD": "NaivePGD",
+    "ContinuousNaivePGD": "NaivePGD", "GameBiAC": "BiAC", "ContinuousHPGD": "HPGD",
+    "GameLeader": "Leader", "ConfigurableLeader": "Leader",
+    "HPGDMonteCarlo": "HPGD(critic='mc')", "HPGDSarsa": "HPGD(critic='sarsa')",
+    "HPGDOracle": "HPGD(oracle_batch_size=10_000)",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEPRECATED:
+        raise AttributeError(f"module 'bilevel_agents' has no attribute {name!r}")
+    warnings.warn(f"bilevel_agents.{name} is deprecated; use {_DEPRECATED[name]}",
+                  DeprecationWarning, stacklevel=2)
+    from bilevel_agents.leaders import hpgd
+
+    if name in ("HPGDMonteCarlo", "HPGDSarsa", "HPGDOracle"):
+        return getattr(hpgd, name)
+    if name == "ContinuousHPGD":
+        return _continuous_hpgd
+    return globals()[_DEPRECATED[name]]
+
+
+def _continuous_hpgd(br: Any, *, leader_value: str = "td", **kwargs: Any) -> HPGD:
+    """The previous ``ContinuousHPGD``: ``leader_value`` ``"td"`` → ``"q"``, ``"mc"`` →
+    ``"return"``."""
+    return HPGD(br, leader_value={"td": "q", "mc": "return"}.get(leader_value, leader_value),
+                **kwargs)

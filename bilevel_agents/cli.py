@@ -67,11 +67,10 @@ def _list(text: str | None) -> list[Any] | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bilevel_agents import LEADERS
-    from bilevel_agents.sweep import RunSpec, grid, run_sweep
+    from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
+    from bilevel_agents.leaders import get_leader
 
-    if args.leader not in LEADERS:
-        raise ValueError(f"--leader must be one of {sorted(LEADERS)}, got {args.leader!r}")
+    get_leader(args.leader)  # an unknown name is a usage error before anything runs
     axes = {k: v for k, v in (("lr", _list(args.lr)), ("batch_size", _list(args.batch_size)),
                                ("sarsa_alpha", _list(args.sarsa_alpha))) if v is not None}
     fixed = _pairs(args.leader_kwargs, "--leader-kwargs")
@@ -81,7 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                      env_kwargs=env_kwargs, out=args.out, tail=args.tail)
              for point in grid(**axes) for seed in parse_seeds(args.seeds)]
     if len(specs) == 1:  # a single run shows its own progress bar
-        from bilevel_agents.sweep import run_one
+        from bilevel_agents.experiments.sweep import run_one
 
         results = [run_one(specs[0], progress=True)]
     else:
@@ -93,7 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bilevel_agents.results import score_table
+    from bilevel_agents.experiments.results import score_table
 
     rows = score_table(args.results, tail=args.tail)
     if not rows:
@@ -114,7 +113,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from bilevel_agents.results import plot_results
+    from bilevel_agents.experiments.results import plot_results
 
     for path in plot_results(args.results, args.out, tail=args.tail,
                              best_known=args.best_known):
@@ -137,7 +136,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from bilevel_agents.reproduce import main as reproduce
+    from bilevel_agents.experiments.reproduce import main as reproduce
 
     return reproduce([args.task, *args.options])
 

@@ -32,10 +32,9 @@ __all__ = ["default_evaluator", "train"]
 
 def default_evaluator(leader: Any) -> Callable[[], dict[str, float]] | None:
     """Exact ``J_L`` at the current θ if the problem has an exact model, else ``None``."""
-    from bilevel_agents.exact import leader_objective, leader_objective_impl
+    from bilevel_agents.exact import has_exact_objective, leader_objective
 
-    impl = leader_objective_impl.dispatch(type(leader.br.problem))
-    if impl is leader_objective_impl.dispatch(object):
+    if not has_exact_objective(leader.br):
         return None
     return lambda: {"objective": leader_objective(leader.br)}
 

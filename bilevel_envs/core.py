@@ -169,6 +169,12 @@ class ConfigurableEnv(gym.Env):
         """``log p^θ(s'|s, b)``; ``None`` when the dynamics do not depend on θ."""
         return None
 
+    def next_state_sigma_points(self, states: np.ndarray, actions: np.ndarray):
+        """Optional: ``(points (N, k, n), weights (k,))`` integrating ``p^θ(·|s, b)`` exactly for
+        the functions a problem cares about (e.g. quadratics under Gaussian noise). Leaders
+        use them to Rao-Blackwellise score terms; problems without them raise here."""
+        raise NotImplementedError(f"{type(self).__name__} has no next-state sigma points")
+
     # ------------------------------------------------------------------ follower
     def make_follower(self, beta: float, **kwargs: Any):
         """The exact soft best-response solver for this problem."""

@@ -1,0 +1,285 @@
+"""Re-run the paper's Four-Rooms comparison (paper §5.1, Fig. 2 and App. C.2 Fig. 6) in one command.
+
+    bilevel reproduce four-rooms                 # the full study (days: use workers / Ray)
+    bilevel reproduce four-rooms --quick         # authors' best grid points, batch 100, 3 seeds
+    bilevel reproduce four-rooms --backend ray   # on an existing Ray cluster (RAY_ADDRESS)
+    bilevel reproduce four-rooms --methods hpgd_oracle --oracle-unvisited zero --grid best
+                                                 # the oracle as the authors' numbers suggest
+
+Every method (BC-HG, HPGD (MC / SA / oracle), SoBiRL, NAIVE-PGD, and exact ascent as a
+reference), β ∈ {0.001, 0.003, 0.005}, batch ∈ {100, 200, 400, 1000}, the paper's grids
+(lr ∈ {0.5, 0.1, 0.05, 0.01}, α_SA ∈ {0.1, 0.3, 0.5, 0.7, 0.9, 1.0} for the SARSA critics),
+10 seeds, 10,000 iterations, with the default dynamics (slip 1/3) and with ``slip_prob=0.44``
+(the authors' solver matrix). The score of a grid point is the seed mean of the
+last-1000-iteration mean exact objective; the best grid point per method is reported with its
+standard error over seeds, the share of the gap closed from the start value to the best known
+value (reference/known_optima.md) and the authors' published numbers
+(reference/official_code_facts.md §4.2, obtained with their dynamics, i.e. slip 0.44).
+
+Runs go through :func:`bilevel_agents.sweep.run_sweep`: finished runs are read back, interrupted
+ones resume. The folder layout is the one of ``examples/four_rooms_sweep.py``
+(``OUT/beta{β}_slip{slip}/<leader>_batch_size100_lr.../seed{k}``; batches other than 100 get a
+``_batch{n}`` suffix on the cell folder), so runs made by either are shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
+from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
+
+__all__ = ["AUTHORS", "BEST_POINTS", "REFERENCE", "four_rooms_report", "four_rooms_specs",
+           "main"]
+
+ENV = "BiLevel/FourRooms-v0"
+LRS = (0.5, 0.1, 0.05, 0.01)
+ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+METHODS = ("bchg", "hpgd_mc", "hpgd_sa", "hpgd_oracle", "sobirl", "naive_pgd", "exact")
+LABELS = {"bchg": "BC-HG", "hpgd_mc": "HPGD (MC)", "hpgd_sa": "HPGD (SA)",
+          "hpgd_oracle": "HPGD (oracle)", "sobirl": "SoBiRL", "naive_pgd": "NAIVE-PGD",
+          "exact": "exact ascent"}
+_SARSA = {"bchg", "hpgd_sa"}
+
+#: (β, slip) → (J at the θ ~ N(0, 0.01²) start, best known J)   [known_optima.md]
+REFERENCE = {
+    (0.001, 1 / 3): (-0.804, 0.608), (0.003, 1 / 3): (-0.796, 0.491),
+    (0.005, 1 / 3): (-0.761, 0.623), (0.001, 0.44): (-0.741, 0.768),
+    (0.003, 0.44): (-0.726, 0.616), (0.005, 0.44): (-0.667, 1.539),
+}
+
+#: authors' published end-of-curve values (facts §4.2; their dynamics = slip 0.44):
+#: (β, batch) → method → J
+AUTHORS: dict[tuple[float, int], dict[str, float]] = {
+    (0.001, 100): dict(bchg=0.668, hpgd_mc=-0.011, hpgd_sa=0.018, hpgd_oracle=0.689,
+                       sobirl=0.0006, naive_pgd=0.0006),
+    (0.001, 200): dict(bchg=0.628, hpgd_mc=-0.076, hpgd_sa=0.001, hpgd_oracle=0.698,
+                       sobirl=0.0006, naive_pgd=0.0006),
+    (0.001, 400): dict(bchg=0.556, hpgd_mc=0.048, hpgd_sa=0.001, hpgd_oracle=0.701,
+                       sobirl=0.0006, naive_pgd=0.0006),
+    (0.001, 1000): dict(bchg=0.195, hpgd_mc=0.198, hpgd_sa=0.001, hpgd_oracle=0.700,
+                        sobirl=0.0006, naive_pgd=0.0006),
+    (0.003, 100): dict(bchg=0.548, hpgd_mc=0.108, hpgd_sa=0.413, hpgd_oracle=0.524,
+                       sobirl=0.001, naive_pgd=0.001),
+    (0.003, 200): dict(bchg=0.556, hpgd_mc=0.182, hpgd_sa=0.140, hpgd_oracle=0.523,
+                       sobirl=0.001, naive_pgd=0.001),
+    (0.003, 400): dict(bchg=0.517, hpgd_mc=0.239, hpgd_sa=0.001, hpgd_oracle=0.526,
+                       sobirl=0.001, naive_pgd=0.001),
+    (0.003, 1000): dict(bchg=0.265, hpgd_mc=0.265, hpgd_sa=0.001, hpgd_oracle=0.532,
+                        sobirl=0.001, naive_pgd=0.001),
+    (0.005, 100): dict(bchg=1.333, hpgd_mc=1.195, hpgd_sa=0.838, hpgd_oracle=0.847,
+                       sobirl=0.018, naive_pgd=0.018),
+    (0.005, 200): dict(bchg=1.307, hpgd_mc=1.205, hpgd_sa=0.831, hpgd_oracle=0.782,
+                       sobirl=0.018, naive_pgd=0.018),
+    (0.005, 400): dict(bchg=1.317, hpgd_mc=1.264, hpgd_sa=1.071, hpgd_oracle=0.785,
+                       sobirl=0.018, naive_pgd=0.018),
+    (0.005, 1000): dict(bchg=1.054, hpgd_mc=1.213, hpgd_sa=0.813, hpgd_oracle=0.955,
+                        sobirl=0.018, naive_pgd=0.018),
+}
+
+#: the authors' best grid points at batch 100 (facts §4.2, cross-check from their checkpoints):
+#: β → method → leader kwargs (used by ``--quick``)
+BEST_POINTS: dict[float, dict[str, dict[str, float]]] = {
+    0.001: {"bchg": {"lr": 0.1, "sarsa_alpha": 0.3}, "hpgd_oracle": {"lr": 0.05},
+            "hpgd_mc": {"lr": 0.1}, "hpgd_sa": {"lr": 0.5, "sarsa_alpha": 0.9},
+            "sobirl": {"lr": 0.5}, "naive_pgd": {"lr": 0.5}, "exact": {"lr": 0.1}},
+    0.003: {"bchg": {"lr": 0.05, "sarsa_alpha": 0.5}, "hpgd_oracle": {"lr": 0.05},
+            "hpgd_mc": {"lr": 0.01}, "hpgd_sa": {"lr": 0.05, "sarsa_alpha": 0.9},
+            "sobirl": {"lr": 0.5}, "naive_pgd": {"lr": 0.5}, "exact": {"lr": 0.1}},
+    0.005: {"bchg": {"lr": 0.1, "sarsa_alpha": 0.5}, "hpgd_oracle": {"lr": 0.5},
+            "hpgd_mc": {"lr": 0.05}, "hpgd_sa": {"lr": 0.05, "sarsa_alpha": 0.7},
+            "sobirl": {"lr": 0.5}, "naive_pgd": {"lr": 0.5}, "exact": {"lr": 0.1}},
+}
+
+
+def cell_dir(out: str | Path, beta: float, slip: float, batch: int) -> Path:
+    """Folder of one (β, slip, batch) cell (batch 100 shares the examples' layout)."""
+    suffix = "" if batch == 100 else f"_batch{batch}"
+    return Path(out) / f"beta{beta}_slip{slip:.2f}{suffix}"
+
+
+def _points(method: str, beta: float, full_grid: bool) -> list[dict[str, Any]]:
+    if not full_grid:
+        return [dict(BEST_POINTS[beta][method])]
+    if method == "exact":
+        return [{"lr": 0.1}]
+    if method in _SARSA:
+        return grid(lr=LRS, sarsa_alpha=ALPHAS)
+    return grid(lr=LRS)
+
+
+def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
+                     slips: Sequence[float], seeds: int, iterations: int,
+                     methods: Sequence[str] = METHODS, full_grid: bool = True,
+                     exact_seeds: int = 3, oracle_starts: str = "first",
+                     oracle_unvisited: str = "drop") -> list[RunSpec]:
+    """Every run of the study (exact ascent: ``exact_seeds`` seeds, batch-independent).
+
+    ``oracle_starts="every"`` gives HPGD (oracle) the authors' oracle batches (every episode
+    from a uniform start; ~10× the cost of the default, see :mod:`bilevel_agents.hpgd`);
+    ``oracle_unvisited="zero"`` reads its empty averages as 0 (ibid.).
+
+    Raises:
+        ValueError: an unknown method, β without reference values, bad counts.
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    if oracle_starts not in ORACLE_STARTS or oracle_unvisited not in UNVISITED:
+        raise ValueError(f"oracle_starts must be in {ORACLE_STARTS} and oracle_unvisited in "
+                         f"{UNVISITED}, got {oracle_starts!r}, {oracle_unvisited!r}")
+    # non-default oracle options only, so default runs keep their folder names
+    oracle_kw = {k: v for k, v, default in (("oracle_starts", oracle_starts, ORACLE_STARTS[0]),
+                                            ("unvisited", oracle_unvisited, UNVISITED[0]))
+                 if v != default}
+    for beta in betas:
+        if beta not in BEST_POINTS:
+            raise ValueError(f"betas must be among {sorted(BEST_POINTS)}, got {beta!r}")
+    if seeds < 1 or iterations < 1 or any(int(b) < 1 for b in batches):
+        raise ValueError(f"seeds, iterations and batches must be >= 1, got seeds={seeds}, "
+                         f"iterations={iterations}, batches={list(batches)}")
+    specs = []
+    for slip in slips:
+        env_kwargs = {} if abs(slip - 1 / 3) < 1e-12 else {"slip_prob": slip}
+        for beta in betas:
+            for batch in batches:
+                common = dict(env=ENV, beta=beta, iterations=iterations, env_kwargs=env_kwargs,
+                              out=str(cell_dir(out, beta, slip, batch)))
+                for method in methods:
+                    if method == "exact" and batch != batches[0]:
+                        continue
+                    n = min(seeds, exact_seeds) if method == "exact" else seeds
+                    for point in _points(method, beta, full_grid):
+                        kw = point if method == "exact" else {"batch_size": batch, **point}
+                        if method == "hpgd_oracle":
+                            kw = {**kw, **oracle_kw}
+                        specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)
+                                  for s in range(n)]
+    return specs
+
+
+#: options that make a different estimator or schedule (with their defaults): such runs get a
+#: row of their own instead of competing with the published method as a "grid point"
+_VARIANT_DEFAULTS = {"unvisited": UNVISITED[0], "oracle_starts": ORACLE_STARTS[0],
+                     "refine_after": None,
+                     "optimizer": "sgd", "lr_final": None, "partial": "mc", "n_envs": 1}
+
+
+def _variant(config: dict[str, Any]) -> str:
+    """``"unvisited=zero"``, ``"refine_after=9000"``, ... or ``""`` for the published method."""
+    return ", ".join(f"{k}={config[k]}" for k, default in _VARIANT_DEFAULTS.items()
+                     if k in config and config[k] != default)
+
+
+def _label(row: dict[str, Any]) -> str:
+    variant = _variant(row["config"])
+    return LABELS.get(row["leader"], row["leader"]) + (f" [{variant}]" if variant else "")
+
+
+def _order(method: str) -> int:
+    return METHODS.index(method) if method in METHODS else len(METHODS)
+
+
+def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
+                      slips: Sequence[float], tail: int = 1000,
+                      plots: str | Path | None = None) -> str:
+    """Markdown tables: best grid point per method, last-``tail`` mean ± SE, share of the gap,
+    the authors' numbers (and their share of *their* gap: slip-0.44 reference values; only shares
+    compare across the two dynamics) and the best known value; learning curves into ``plots``."""
+    from bilevel_agents.experiments.results import plot_results, score_table
+
+    lines: list[str] = []
+    for slip in slips:
+        for beta in betas:
+            start, best = next((v for (b, sl), v in REFERENCE.items()
+                                if abs(b - beta) < 1e-9 and abs(sl - slip) < 5e-3), (None, None))
+            a_start, a_best = REFERENCE[(beta, 0.44)]  # the authors' dynamics
+            lines += [f"### β = {beta}, slip = {slip:.2f} (start {start}, best known {best})", "",
+                      "| method | batch | best grid point | seeds | iterations | "
+                      f"last-{tail} mean J ± SE | share of gap | authors' J (slip 0.44) | "
+                      "authors' share |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for batch in batches:
+                root = cell_dir(out, beta, slip, batch)
+                if not root.exists():
+                    continue
+                seen: dict[tuple[str, str], dict[str, Any]] = {}
+                for row in score_table(root, tail):
+                    seen.setdefault((row["leader"], _variant(row["config"])), row)
+                for (method, variant), row in sorted(
+                        seen.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+                    share = ((row["mean"] - start) / (best - start)) if best is not None \
+                        else float("nan")
+                    ref = AUTHORS.get((beta, batch), {}).get(method)
+                    a_share = "–" if ref is None else f"{(ref - a_start) / (a_best - a_start):.0%}"
+                    lines.append(
+                        f"| {_label(row)} | "
+                        f"{batch} | `{row['point']}` | {row['seeds']} | "
+                        f"{row['iterations']} | {row['mean']:.3f} ± {row['se']:.3f} | "
+                        f"{share:.0%} | {'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
+                if plots is not None:
+                    plot_results(root, Path(plots) / root.name, tail=tail, best_known=best,
+                                 title=f"Four-Rooms β={beta}, slip={slip:.2f}, batch {batch}",
+                                 label=_label)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``bilevel reproduce four-rooms [options]`` (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="bilevel reproduce", description=__doc__.split("\n")[0])
+    p.add_argument("task", choices=["four-rooms"])
+    p.add_argument("--quick", action="store_true",
+                   help="authors' best grid points only, batch 100, slip 1/3, 3 seeds, "
+                        "2000 iterations (overridable by the options below)")
+    p.add_argument("--betas", type=float, nargs="+")
+    p.add_argument("--batches", type=int, nargs="+")
+    p.add_argument("--slips", type=float, nargs="+")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
+    p.add_argument("--grid", choices=["full", "best"], help="the paper's grids or the "
+                   "authors' best points (default: full, best with --quick)")
+    p.add_argument("--oracle-starts", default=ORACLE_STARTS[0], choices=ORACLE_STARTS,
+                   help="HPGD (oracle) batches: 'every' = the authors' (each episode from a "
+                        "uniform start, ~10x costlier), 'first' = first episode per stream")
+    p.add_argument("--oracle-unvisited", default=UNVISITED[0], choices=UNVISITED,
+                   help="HPGD (oracle): on-policy pairs its batch missed are dropped, or their "
+                        "empty averages read as 0 (see bilevel_agents.hpgd)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--out", default="results/four_rooms")
+    p.add_argument("--report", default="docs/results/four_rooms_reproduction.md")
+    p.add_argument("--no-run", action="store_true", help="only write the report")
+    args = p.parse_args(argv)
+    quick = args.quick
+    betas = args.betas or [0.001, 0.003, 0.005]
+    batches = args.batches or ([100] if quick else [100, 200, 400, 1000])
+    slips = args.slips or ([1 / 3] if quick else [1 / 3, 0.44])
+    seeds = args.seeds or (3 if quick else 10)
+    iterations = args.iterations or (2000 if quick else 10_000)
+    full_grid = (args.grid or ("best" if quick else "full")) == "full"
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    specs = four_rooms_specs(out=args.out, betas=betas, batches=batches, slips=slips,
+                             seeds=seeds, iterations=iterations, methods=methods,
+                             full_grid=full_grid, oracle_starts=args.oracle_starts,
+                             oracle_unvisited=args.oracle_unvisited)
+    print(f"{len(specs)} runs under {args.out} ({'quick' if quick else 'full'} study)")
+    if not args.no_run:
+        run_sweep(specs, workers=args.workers, backend=args.backend)
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    text = four_rooms_report(out=args.out, betas=betas, batches=batches, slips=slips,
+                             tail=min(1000, iterations),
+                             plots=report.parent / (report.stem + "_plots"))
+    header = ("# Four-Rooms reproduction (`bilevel reproduce four-rooms"
+              + (" --quick" if quick else "") + "`)\n\n"
+              f"Seeds and iterations per row (the command's target: {seeds} seeds, {iterations} "
+              "iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
+              "numbers are for their dynamics (slip 0.44); compare shares.\n\n")
+    report.write_text(header + text + "\n")
+    print(text)
+    print(f"wrote {report}")
+    return 0
