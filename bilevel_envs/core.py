@@ -22,7 +22,8 @@ from bilevel_envs.followers.soft_value_iteration import TabularSoftFollower
 from bilevel_envs.model import TabularModel
 from bilevel_envs.utils import check_beta
 
-__all__ = ["Batch", "ConfigurableEnv", "TabularConfigurableEnv", "TabularModel", "check_beta"]
+__all__ = ["Batch", "ConfigurableEnv", "ContextualMixin", "TabularConfigurableEnv", "TabularModel",
+           "check_beta"]
 
 
 class Batch(NamedTuple):
@@ -230,3 +231,47 @@ class TabularConfigurableEnv(ConfigurableEnv):
 
     def make_follower(self, beta: float, **kwargs: Any):
         return TabularSoftFollower(beta=beta, **kwargs)
+
+
+class ContextualMixin:
+    """Contexts ξ as part of the state, and the choice of the context new episodes start in.
+
+    A *contextual* problem (Thoma et al. 2024) has ``n_contexts`` contexts (e.g. goals or
+    preferences). The context is part of the state and never changes within an episode, so the
+    problem is one ordinary MDP whose start distribution mixes the contexts uniformly; its
+    exact model (``mu0``) and exact objective ``J = mean_ξ J_ξ`` are those of the mixture.
+
+    :meth:`set_context` *conditions the sampler*: with ``set_context(k)`` every start drawn by
+    ``sample_initial_states`` (``reset``, and every episode and restart of
+    ``BestResponse.rollout``) is in context ``k``, as HPGD draws one context per outer
+    iteration; ``set_context(None)`` restores the mixture. It never changes the model, the
+    rewards or the follower's solution (the follower's policy covers every context).
+    """
+
+    n_contexts: int
+    _context: int | None = None
+
+    @property
+    def context(self) -> int | None:
+        """The context new episodes start in, or ``None`` (uniform over the contexts)."""
+        return self._context
+
+    def set_context(self, context: int | None) -> None:
+        """Start every following episode in ``context`` (an integer in ``[0, n_contexts)``),
+        or in a uniformly drawn context if ``None`` (the default)."""
+        if context is not None:
+            if isinstance(context, (bool, np.bool_)) or not isinstance(context, (int, np.integer)) \
+                    or not 0 <= int(context) < self.n_contexts:
+                raise ValueError(f"context must be None or an integer in [0, "
+                                 f"{self.n_contexts - 1}], got {context!r}")
+            context = int(context)
+        self._context = context
+
+    def _draw_contexts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n,)`` contexts of fresh episodes: the set context, else uniform draws (no draw is
+        consumed from ``rng`` when there is a single context or a context is set)."""
+        if self._context is not None:
+            return np.full(int(n), self._context, dtype=np.int64)
+        if self.n_contexts == 1:
+            return np.zeros(int(n), dtype=np.int64)
+        return rng.integers(self.n_contexts, size=int(n))
