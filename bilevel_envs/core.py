@@ -223,6 +223,30 @@ class TabularConfigurableEnv(ConfigurableEnv):
         (grad,) = torch.autograd.grad(total, th)
         return grad.numpy()
 
+    def tabular_transitions_torch(self, theta):
+        """``p^θ(s'|s, b)`` as a dense ``(S, B, S)`` torch function of ``theta``: needed only by
+        problems whose dynamics depend on θ (their :meth:`log_transition_torch` is not None)."""
+        raise NotImplementedError(f"{type(self).__name__} has θ-independent dynamics")
+
+    def tabular_transitions_vjp(self, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``∇θ Σ_{s,b,s'} w(s,b,s') p^θ(s'|s,b)`` for an ``(S, B, S)`` weight array.
+
+        Default: one autograd pass through :meth:`tabular_transitions_torch`; problems may
+        override it with a cheaper form.
+        """
+        import torch
+
+        th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+        total = (torch.from_numpy(np.asarray(weights, dtype=np.float64))
+                 * self.tabular_transitions_torch(th)).sum()
+        (grad,) = torch.autograd.grad(total, th)
+        return grad.numpy()
+
+    @property
+    def config_dependent_dynamics(self) -> bool:
+        """Whether ``p^θ`` depends on θ (the problem overrides :meth:`log_transition_torch`)."""
+        return type(self).log_transition_torch is not TabularConfigurableEnv.log_transition_torch
+
     def follower_reward_torch(self, theta, states, actions):
         return self.tabular_rewards_torch(theta)[0][states, actions]
 

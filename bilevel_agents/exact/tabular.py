@@ -16,7 +16,7 @@ from bilevel_agents.exact.dispatch import at_config, hypergradient_impl, leader_
 from bilevel_envs.core import TabularConfigurableEnv
 from bilevel_envs.model import TabularModel
 
-__all__ = ["leader_values", "tabular_hypergradient"]
+__all__ = ["leader_values", "soft_policy_values", "tabular_hypergradient"]
 
 
 def leader_values(model: TabularModel, policy: np.ndarray, gamma: float):
@@ -37,30 +37,58 @@ def _cont_transpose(model: TabularModel, y: np.ndarray) -> np.ndarray:
 
 
 def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
-                          policy: np.ndarray, beta: float) -> np.ndarray:
-    """Exact hypergradient of a tabular configurable MDP with θ-independent dynamics.
+                          policy: np.ndarray, beta: float, *, follower_v: np.ndarray | None = None,
+                          mu0: np.ndarray | None = None) -> np.ndarray:
+    """Exact hypergradient of a tabular configurable MDP (Theorem 1 in occupancy form).
 
-    Theorem 1 in occupancy form: with ``d_L`` the leader's discounted occupancy under ``g``,
-    ``∇J = Σ_{s,b} d_L(s) g(b|s) [∇r_L(s,b) + B_L(s,b) ∇Q_F(s,b) / β]`` and
-    ``∇Q_F = (I − γ_F C Π_g)^{-1} ∇r_F`` (implicit differentiation of the soft Bellman fixed
-    point; eq. 6). The Jacobian is never formed: the adjoint ``z = (I − γ_F C Π_g)^{-T} y``,
-    ``y = d_L g B_L / β``, costs one ``S × S`` solve, and one autograd pass gives
-    ``∇θ [Σ w r_L^θ + Σ z r_F^θ]`` with ``w = d_L g``.
+    With ``d_L`` the leader's discounted occupancy under ``g`` from ``mu0`` (default: the
+    model's start distribution),
+    ``∇J = Σ_{s,b} d_L(s) g(b|s) [∇r_L(s,b) + γ_L Σ_s' ∇p(s'|s,b) V_L(s') + B_L(s,b) ∇Q_F(s,b) / β]``
+    and ``∇Q_F = (I − γ_F C Π_g)^{-1} [∇r_F + γ_F ∇C V_F]`` (implicit differentiation of the
+    soft Bellman fixed point; eq. 6). The Jacobian is never formed: the adjoint
+    ``z = (I − γ_F C Π_g)^{-T} y``, ``y = d_L g B_L / β``, costs one ``S × S`` solve, and one
+    autograd pass gives ``∇θ [Σ w r_L^θ + Σ z r_F^θ]`` with ``w = d_L g``. Where the dynamics
+    depend on θ, one more vector-Jacobian product adds
+    ``∇θ Σ_{s,b,s'} p^θ(s'|s,b) [γ_L w(s,b) V_L(s') + γ_F z(s,b) V_F(s')]`` over non-terminal
+    ``s`` (:meth:`~bilevel_envs.core.TabularConfigurableEnv.tabular_transitions_vjp`).
+
+    Args:
+        problem: the tabular problem.
+        theta: θ (the model is built at it).
+        policy: the follower's ``(S, B)`` policy at θ (its exact best response).
+        beta: the follower's temperature β.
+        follower_v: its soft values ``V_F`` (θ-dependent dynamics only; computed if ``None``).
+        mu0: start distribution of the objective (e.g. one context's); default the model's.
     """
     model = problem.tabular_model(theta)
-    if type(problem).log_transition_torch is not TabularConfigurableEnv.log_transition_torch:
-        raise NotImplementedError("θ-dependent tabular dynamics are not supported yet")
     gl, gf = problem.gamma_leader, problem.gamma_follower
     P_g = model.policy_transition(policy)
-    q_l, _ = leader_values(model, policy, gl)
+    q_l, v_l = leader_values(model, policy, gl)
     benefit = q_l - (policy * q_l).sum(axis=1, keepdims=True)
-    d_l = model.solve_discounted(P_g, model.mu0, gl, transpose=True)  # Σ_t γ^t Pr(s_t = s)
+    start = model.mu0 if mu0 is None else np.asarray(mu0, dtype=np.float64)
+    d_l = model.solve_discounted(P_g, start, gl, transpose=True)  # Σ_t γ^t Pr(s_t = s)
     w = d_l[:, None] * policy
     # zᵀ(I − γ_F C Π_g) = yᵀ: with m = Cᵀz, z = y + γ_F g ⊙ m and (I − γ_F P_g)ᵀ m = Cᵀ y.
     y = w * benefit / beta
     m = model.solve_discounted(P_g, _cont_transpose(model, y), gf, transpose=True)
     z = y + gf * policy * m[:, None]
-    return problem.tabular_rewards_vjp(theta, z, w)
+    grad = problem.tabular_rewards_vjp(theta, z, w)
+    if problem.config_dependent_dynamics:
+        if follower_v is None:
+            follower_v = soft_policy_values(model, policy, beta, gf)
+        keep = (~model.terminal).astype(np.float64)[:, None, None]
+        weights = keep * (gl * w[:, :, None] * v_l[None, None, :]
+                          + gf * z[:, :, None] * np.asarray(follower_v)[None, None, :])
+        grad = grad + problem.tabular_transitions_vjp(theta, weights)
+    return grad
+
+
+def soft_policy_values(model: TabularModel, policy: np.ndarray, beta: float,
+                       gamma: float) -> np.ndarray:
+    """The follower's soft values ``V^g(s) = Σ_b g (r_F − β log g + γ C V^g)`` (one solve)."""
+    log_g = np.log(np.clip(policy, 1e-300, None))
+    rhs = (policy * (model.r_follower - beta * log_g)).sum(axis=1)
+    return model.solve_discounted(model.policy_transition(policy), rhs, gamma)
 
 
 @leader_objective_impl.register
@@ -74,4 +102,5 @@ def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> float:
 @hypergradient_impl.register
 def _(problem: TabularConfigurableEnv, br: Any, theta: Any) -> np.ndarray:
     with at_config(br, theta):
-        return tabular_hypergradient(problem, problem.config, br.policy, br.beta)
+        return tabular_hypergradient(problem, problem.config, br.policy, br.beta,
+                                     follower_v=br.soft_v)
