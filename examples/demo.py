@@ -21,11 +21,12 @@ import numpy as np
 import bilevel_envs  # noqa: F401  (registers BiLevel/FourRooms-v0)
 from bilevel_agents import BCHG, NaivePGD
 from bilevel_agents.exact import leader_objective
-from bilevel_agents.results import plot_results
-from bilevel_agents.sweep import RunSpec, run_sweep
+from bilevel_agents.experiments.references import FOUR_ROOMS
+from bilevel_agents.experiments.results import plot_results
+from bilevel_agents.experiments.sweep import RunSpec, run_sweep
 from bilevel_envs.wrappers import BestResponse
 
-BEST_KNOWN = {0.001: 0.608, 0.003: 0.491, 0.005: 0.623}  # slip 1/3, known_optima.md
+BEST_KNOWN = {beta: best for (beta, slip), (_, best) in FOUR_ROOMS.items() if slip == 1 / 3}
 HYPERPARAMS = {"bchg": {"lr": 0.1, "sarsa_alpha": 0.5, "batch_size": 100},
                "naive_pgd": {"lr": 0.5, "batch_size": 100}}
 

@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bilevel_agents.results import plot_results, score_table
-from bilevel_agents.sweep import RunSpec, grid, run_sweep
+from bilevel_agents.experiments.references import FOUR_ROOMS
+from bilevel_agents.experiments.results import plot_results, score_table
+from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
 
 ENV = "BiLevel/FourRooms-v0"
-# (beta, slip) -> (J at the θ ~ N(0, 0.01²) start, best known J)  [known_optima.md]
-REFERENCE = {
-    (0.001, 1 / 3): (-0.804, 0.608), (0.003, 1 / 3): (-0.796, 0.491),
-    (0.005, 1 / 3): (-0.761, 0.623), (0.001, 0.44): (-0.741, 0.768),
-    (0.003, 0.44): (-0.726, 0.616), (0.005, 0.44): (-0.667, 1.539),
-}
+REFERENCE = FOUR_ROOMS  # (β, slip) → (J at the θ ~ N(0, 0.01²) start, best known J)
 
 
 def specs_for(beta: float, slip: float, args: argparse.Namespace) -> list[RunSpec]:

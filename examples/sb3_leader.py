@@ -20,7 +20,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
-from bilevel_agents.exact_games import toy_objective
+from bilevel_agents.exact.games import toy_objective
 from bilevel_envs.games import toy_game_v0
 from bilevel_envs.wrappers import GameBestResponse
 

@@ -28,6 +28,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from bilevel_agents.experiments.references import FOUR_ROOMS, FOUR_ROOMS_AUTHORS
 from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
 
@@ -43,41 +44,8 @@ LABELS = {"bchg": "BC-HG", "hpgd_mc": "HPGD (MC)", "hpgd_sa": "HPGD (SA)",
           "exact": "exact ascent"}
 _SARSA = {"bchg", "hpgd_sa"}
 
-#: (β, slip) → (J at the θ ~ N(0, 0.01²) start, best known J)   [known_optima.md]
-REFERENCE = {
-    (0.001, 1 / 3): (-0.804, 0.608), (0.003, 1 / 3): (-0.796, 0.491),
-    (0.005, 1 / 3): (-0.761, 0.623), (0.001, 0.44): (-0.741, 0.768),
-    (0.003, 0.44): (-0.726, 0.616), (0.005, 0.44): (-0.667, 1.539),
-}
-
-#: authors' published end-of-curve values (facts §4.2; their dynamics = slip 0.44):
-#: (β, batch) → method → J
-AUTHORS: dict[tuple[float, int], dict[str, float]] = {
-    (0.001, 100): dict(bchg=0.668, hpgd_mc=-0.011, hpgd_sa=0.018, hpgd_oracle=0.689,
-                       sobirl=0.0006, naive_pgd=0.0006),
-    (0.001, 200): dict(bchg=0.628, hpgd_mc=-0.076, hpgd_sa=0.001, hpgd_oracle=0.698,
-                       sobirl=0.0006, naive_pgd=0.0006),
-    (0.001, 400): dict(bchg=0.556, hpgd_mc=0.048, hpgd_sa=0.001, hpgd_oracle=0.701,
-                       sobirl=0.0006, naive_pgd=0.0006),
-    (0.001, 1000): dict(bchg=0.195, hpgd_mc=0.198, hpgd_sa=0.001, hpgd_oracle=0.700,
-                        sobirl=0.0006, naive_pgd=0.0006),
-    (0.003, 100): dict(bchg=0.548, hpgd_mc=0.108, hpgd_sa=0.413, hpgd_oracle=0.524,
-                       sobirl=0.001, naive_pgd=0.001),
-    (0.003, 200): dict(bchg=0.556, hpgd_mc=0.182, hpgd_sa=0.140, hpgd_oracle=0.523,
-                       sobirl=0.001, naive_pgd=0.001),
-    (0.003, 400): dict(bchg=0.517, hpgd_mc=0.239, hpgd_sa=0.001, hpgd_oracle=0.526,
-                       sobirl=0.001, naive_pgd=0.001),
-    (0.003, 1000): dict(bchg=0.265, hpgd_mc=0.265, hpgd_sa=0.001, hpgd_oracle=0.532,
-                        sobirl=0.001, naive_pgd=0.001),
-    (0.005, 100): dict(bchg=1.333, hpgd_mc=1.195, hpgd_sa=0.838, hpgd_oracle=0.847,
-                       sobirl=0.018, naive_pgd=0.018),
-    (0.005, 200): dict(bchg=1.307, hpgd_mc=1.205, hpgd_sa=0.831, hpgd_oracle=0.782,
-                       sobirl=0.018, naive_pgd=0.018),
-    (0.005, 400): dict(bchg=1.317, hpgd_mc=1.264, hpgd_sa=1.071, hpgd_oracle=0.785,
-                       sobirl=0.018, naive_pgd=0.018),
-    (0.005, 1000): dict(bchg=1.054, hpgd_mc=1.213, hpgd_sa=0.813, hpgd_oracle=0.955,
-                        sobirl=0.018, naive_pgd=0.018),
-}
+REFERENCE = FOUR_ROOMS
+AUTHORS = FOUR_ROOMS_AUTHORS
 
 #: the authors' best grid points at batch 100 (facts §4.2, cross-check from their checkpoints):
 #: β → method → leader kwargs (used by ``--quick``)
