@@ -26,17 +26,25 @@ small ``max_iterations`` gives the k-step "sub-optimal" follower). Both stop at
 ``max|ΔQ| < tol · max(1, max|Q|)`` or after ``max_iterations``, and warm-start from the
 previous ``Q`` unless
 ``warm_start=False``.
+
+:func:`game_soft_policy_evaluation` gives the exact soft value of an arbitrary follower policy
+against a fixed leader policy (paper form), :func:`game_follower_optimality_gap` the follower's
+sub-optimality; the k-step follower of the authors' journal extension is
+:class:`~bilevel_envs.followers.kstep.KStepSoftQIterationFollower`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bilevel_envs.followers.soft_value_iteration import check_policy, entropy_bonus
 from bilevel_envs.utils import check_beta
 
-__all__ = ["SoftQIterationFollower", "soft_q_backup"]
+__all__ = ["GameFollowerGap", "SoftQIterationFollower", "game_follower_optimality_gap",
+           "game_soft_policy_evaluation", "soft_q_backup"]
 
 BOOTSTRAPS = ("paper", "official")
 
@@ -246,3 +254,96 @@ class SoftQIterationFollower:
         cdf = self._cdf[obs[:, 0], obs[:, 1]]
         u = rng.random(len(obs))[:, None]
         return np.minimum((u >= cdf).sum(axis=1), cdf.shape[1] - 1).astype(np.int64)
+
+
+# ---------------------------------------------------------------------- sub-optimality
+def _game_model(game: Any) -> Any:
+    if hasattr(game, "unwrapped"):
+        game = game.unwrapped
+    return getattr(game, "model", game)
+
+
+def game_soft_policy_evaluation(game: Any, leader_policy: Any, follower_policy: Any, beta: float,
+                                gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact soft value of an arbitrary follower policy ``g(b|s, a)`` against a fixed leader ``f``.
+
+    Paper form (eq. 32 with the optimal operator replaced by ``g``'s evaluation operator)::
+
+        U^g(s) = Σ_a f(a|s) Σ_b g(b|s,a) [r_F(s,a,b) − β log g(b|s,a)
+                                          + γ Σ_{s'} P(s'|s,a,b) U^g(s')]
+        Q^g(s,a,b) = r_F(s,a,b) + γ Σ_{s'} P(s'|s,a,b) U^g(s')
+        V^g(s,a) = Σ_b g(b|s,a) [Q^g(s,a,b) − β log g(b|s,a)]
+
+    One ``(S × S)`` linear solve ``(I − γ P_{fg}) U = c``; ``0 log 0 = 0``. For ``g`` the
+    paper-form best response this is its ``soft_q`` / ``soft_v`` (tested). The authors' form
+    (``bootstrap="official"``, leader expectation inside the log-sum-exp) is not the value of a
+    follower policy, so it has no evaluation counterpart.
+
+    Args:
+        game: the toy game (or its ``model`` with ``P (S,A,B,S)`` and ``r_follower (S,A,B)``).
+        leader_policy: ``(S, A)`` probabilities ``f``.
+        follower_policy: ``(S, A, B)`` probabilities ``g``.
+        beta: entropy temperature β > 0.
+        gamma: follower discount γ_F in [0, 1).
+
+    Returns:
+        ``(Q^g (S, A, B), V^g (S, A), U^g (S,))``.
+    """
+    beta = check_beta(beta)
+    if not 0.0 <= float(gamma) < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+    model = _game_model(game)
+    n_s, n_a, n_b = model.r_follower.shape
+    f = check_policy(leader_policy, (n_s, n_a), "leader_policy")
+    g = check_policy(follower_policy, (n_s, n_a, n_b), "follower_policy")
+    r, P = model.r_follower, model.P
+    w = f[..., None] * g  # (S, A, B) joint action law per state
+    c = (w * r).sum(axis=(1, 2)) + (f * entropy_bonus(g, beta)).sum(axis=1)
+    P_fg = np.einsum("sab,sabt->st", w, P)
+    u = np.linalg.solve(np.eye(n_s) - gamma * P_fg, c)
+    q = r + gamma * (P @ u)
+    v = (g * q).sum(axis=2) + entropy_bonus(g, beta)
+    return q, v, u
+
+
+@dataclass(frozen=True)
+class GameFollowerGap:
+    """Sub-optimality of a game follower policy against a fixed leader (paper form).
+
+    ``gap(s, a) = V_F^*(s, a) − V^g(s, a) ≥ 0`` with ``V_F^*`` the paper-form soft best response.
+
+    Attributes:
+        start: ``Σ_s μ0(s) Σ_a f(a|s) gap(s, a)`` (the gap at the game's start).
+        max: ``max_{s,a} gap(s, a)``.
+        relative_start: ``start / |Σ_s μ0(s) Σ_a f V_F^*(s, a)|`` (the authors'
+            ``FollowerRelativeOptimalityGap``, facts §3.3; ``inf`` if the value is 0).
+        v_opt: ``(S, A)`` exact ``V_F^*``.
+        v_policy: ``(S, A)`` ``V^g``.
+    """
+
+    start: float
+    max: float
+    relative_start: float
+    v_opt: np.ndarray
+    v_policy: np.ndarray
+
+
+def game_follower_optimality_gap(game: Any, leader_policy: Any, follower_policy: Any,
+                                 beta: float, gamma: float) -> GameFollowerGap:
+    """:class:`GameFollowerGap` of ``follower_policy`` against ``leader_policy`` (paper form).
+
+    The exact best response is solved here (policy iteration to 1e-10, paper bootstrap).
+    """
+    model = _game_model(game)
+    f = np.asarray(leader_policy, dtype=np.float64)
+    _, v_pol, _ = game_soft_policy_evaluation(model, f, follower_policy, beta, gamma)
+    exact = SoftQIterationFollower(beta, gamma=gamma, bootstrap="paper")
+    exact.solve(model, f)
+    v_opt = exact.soft_v
+    gap = v_opt - v_pol
+    mu0 = np.asarray(model.mu0, dtype=np.float64)
+    start = float(mu0 @ (f * gap).sum(axis=1))
+    start_opt = float(mu0 @ (f * v_opt).sum(axis=1))
+    rel = start / abs(start_opt) if start_opt != 0 else float("inf")
+    return GameFollowerGap(start=start, max=float(gap.max()), relative_start=rel,
+                           v_opt=v_opt.copy(), v_policy=v_pol)

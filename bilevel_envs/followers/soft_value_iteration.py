@@ -12,23 +12,30 @@ Two solvers share one backup:
   operator. Each step evaluates the current Boltzmann policy exactly by one sparse linear
   solve; convergence is quadratic, so a warm start needs 1–3 steps to reach 1e-10.
 * ``"value_iteration"``: plain synchronous soft value-iteration backups (γ-contraction). With
-  ``max_iterations=k`` it stops after ``k`` backups: the paper's "sub-optimal follower".
+  ``max_iterations=k`` it stops after ``k`` backups.
 
 Both stop when the soft Bellman residual ``max|T Q − Q|`` is below ``tol``. All operations are
 vectorised over states and actions (log-sum-exp is shifted, so β = 1e-4 is NaN-free).
+
+The authors' sub-optimal follower (k soft policy iterations of 5 backups each, facts §2.1) is
+:func:`soft_policy_iteration` (used by :class:`~bilevel_envs.followers.kstep.KStepSoftFollower`).
+:func:`soft_policy_evaluation` gives the exact soft value of *any* follower policy (one linear
+solve) and :func:`follower_optimality_gap` its sub-optimality (the authors' ``kl_optimality_gap``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from bilevel_envs.model import TabularModel
 from bilevel_envs.utils import check_beta
 
-__all__ = ["SoftVIResult", "TabularSoftFollower", "soft_bellman_backup", "soft_value",
-           "soft_value_iteration"]
+__all__ = ["FORMS", "FollowerGap", "SoftVIResult", "TabularSoftFollower",
+           "follower_optimality_gap", "official_to_soft_q", "soft_bellman_backup",
+           "soft_policy_evaluation", "soft_policy_iteration", "soft_value", "soft_value_iteration"]
 
 _SOLVERS = ("newton", "value_iteration")
 
@@ -206,3 +213,189 @@ class TabularSoftFollower:
         """Inverse-CDF sampling of ``b ~ g(·|s)`` for a batch of state indices."""
         u = rng.random(len(states))
         return (u[:, None] >= self._cum[states]).sum(axis=1).astype(np.int64)
+
+
+# ---------------------------------------------------------------------- sub-optimal followers
+#: conventions of the k-step array: entropy bonus of the next state (ours) or the current one
+FORMS = ("paper", "official")
+
+
+def soft_policy_iteration(model: TabularModel, beta: float, gamma: float, q0: np.ndarray,
+                          iterations: int, *, backups: int = 5, form: str = "paper") -> np.ndarray:
+    """``k`` soft (modified) policy iterations from ``q0``: the authors' k-step follower.
+
+    Each iteration ``i`` (official_code_facts §2.1, ``general_value_iteration``) forms the
+    Boltzmann policy ``π_i = softmax(Q/β)`` and then applies ``backups`` (5) soft *evaluation*
+    backups of ``π_i``. With ``H_i(s) = −Σ_b π_i log π_i`` and ``C`` the continuation matrix
+    (terminal rows zero):
+
+    * ``form="paper"`` (our convention, the entropy bonus of the *next* state; the fixed point
+      is the paper's ``Q_F``, eq. 18)::
+
+          Q(s, b) ← r_F(s, b) + γ Σ_{s'} C(s'|s, b) [Σ_{b'} π_i(b'|s') Q(s', b') + β H_i(s')]
+
+      The first backup of every iteration is exactly the soft Bellman optimality backup.
+    * ``form="official"`` (the authors' array, the bonus of the *current* state, their "KL"
+      term up to a constant)::
+
+          Q(s, b) ← r_F(s, b) + β H_i(s) + γ Σ_{s'} C(s'|s, b) Σ_{b'} π_i(b'|s') Q(s', b')
+
+      Its fixed point is ``Q_F(s, b) + β H_g(s)`` (a per-state shift: same Boltzmann policy).
+      Within an iteration the two forms differ by exactly ``β H_i(s)``; across iterations the
+      official array carries the previous iteration's ``H`` into the next first backup, so
+      the intermediate policies differ slightly (both converge to the soft-optimal ``g``).
+
+    Vectorised over states and actions; ``β H`` is computed as ``V_soft(Q) − Σ_b π Q`` (no log
+    of tiny probabilities).
+
+    Args:
+        model: the configurable MDP at the current θ.
+        beta: entropy temperature β > 0.
+        gamma: follower discount γ_F in [0, 1).
+        q0: ``(S, B)`` start (the authors: N(0, 1) draws, or the previous result).
+        iterations: policy iterations ``k ≥ 1`` (the authors: 1, 2, 5, 10, 20, 50).
+        backups: evaluation backups per iteration (the authors: 5).
+        form: ``"paper"`` or ``"official"``.
+
+    Returns:
+        The ``(S, B)`` array after ``k`` iterations (in ``form``'s convention).
+    """
+    beta = check_beta(beta)
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    for name, val in (("iterations", iterations), ("backups", backups)):
+        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
+    S, B = model.n_states, model.n_actions
+    q = np.array(q0, dtype=np.float64)
+    if q.shape != (S, B):
+        raise ValueError(f"q0 must have shape {(S, B)}, got {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("q0 contains NaN or inf")
+    r = model.r_follower
+    for _ in range(int(iterations)):
+        v_soft, g = soft_value(q, beta)
+        bonus = v_soft - (g * q).sum(axis=1)  # β H(π_i(·|s)) exactly
+        for _ in range(int(backups)):
+            if form == "paper":
+                q = r + gamma * model.continuation_values((g * q).sum(axis=1) + bonus)
+            else:
+                q = r + bonus[:, None] + gamma * model.continuation_values((g * q).sum(axis=1))
+    return q
+
+
+def official_to_soft_q(q: np.ndarray, beta: float) -> np.ndarray:
+    """Map the authors' array (``form="official"``) to our ``Q_F`` convention: ``Q − β H(s)``.
+
+    With ``π = softmax(Q/β)``, ``β H(π(·|s)) = V_soft(Q)(s) − Σ_b π Q``; at the fixed point this
+    recovers the soft-optimal ``Q_F`` exactly, and the Boltzmann policy is unchanged.
+    """
+    v_soft, g = soft_value(q, beta)
+    return q - (v_soft - (g * q).sum(axis=1))[:, None]
+
+
+def check_policy(policy: Any, shape: tuple[int, ...], name: str = "policy") -> np.ndarray:
+    """``policy`` as a float array of ``shape`` whose last axis holds distributions.
+
+    Raises:
+        ValueError: a wrong shape, or rows that are not probability distributions.
+    """
+    g = np.asarray(policy, dtype=np.float64)
+    if g.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {g.shape}")
+    if not np.all(np.isfinite(g)) or np.any(g < 0) or not np.allclose(g.sum(axis=-1), 1.0,
+                                                                      atol=1e-6):
+        raise ValueError(f"{name} rows must be probability distributions (finite, >= 0, sum 1)")
+    return g
+
+
+def entropy_bonus(g: np.ndarray, beta: float) -> np.ndarray:
+    """``β H(g) = −β Σ_b g log g`` along the last axis, with ``0 log 0 = 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        glogg = np.where(g > 0, g * np.log(np.where(g > 0, g, 1.0)), 0.0)
+    return -beta * glogg.sum(axis=-1)
+
+
+def soft_policy_evaluation(model: TabularModel, policy: Any, beta: float,
+                           gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact soft value of an *arbitrary* follower policy ``g`` (one linear solve).
+
+    ``V^g(s) = Σ_b g(b|s) [r_F(s, b) − β log g(b|s) + γ Σ_{s'} C(s'|s, b) V^g(s')]``, i.e.
+    ``(I − γ P_g) V^g = Σ_b g (r_F − β log g)`` with ``P_g = Σ_b g C`` (terminal rows zero),
+    and ``Q^g(s, b) = r_F(s, b) + γ Σ_{s'} C(s'|s, b) V^g(s')``. This is the follower's
+    entropy-regularised objective (paper eq. 18's ``V_F`` when ``g`` is the soft-optimal
+    policy; ``0 log 0 = 0``, so deterministic policies are allowed).
+
+    Args:
+        model: the configurable MDP at θ.
+        policy: ``(S, B)`` probabilities (e.g. ``br.policy`` of any publishing follower).
+        beta: entropy temperature β > 0.
+        gamma: follower discount γ_F in [0, 1).
+
+    Returns:
+        ``(Q^g (S, B), V^g (S,))``.
+    """
+    beta = check_beta(beta)
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+    g = check_policy(policy, (model.n_states, model.n_actions))
+    r = model.r_follower
+    rhs = (g * r).sum(axis=1) + entropy_bonus(g, beta)
+    v = np.asarray(model.solve_discounted(model.policy_transition(g), rhs, gamma),
+                   dtype=np.float64)
+    return r + gamma * model.continuation_values(v), v
+
+
+@dataclass(frozen=True)
+class FollowerGap:
+    """Sub-optimality of a follower policy ``g`` at θ (soft-value gap to the exact best response).
+
+    ``gap(s) = V_F^*(s) − V^g(s) ≥ 0`` (soft values, :func:`soft_policy_evaluation`); by the
+    soft performance-difference identity ``gap = β (I − γ P_g)^{-1} KL(g ‖ g*)``, the discounted
+    expected KL divergence to the best response along ``g``'s own trajectories (whence the
+    authors' name ``kl_optimality_gap``, facts §2.1; their MG ``FollowerRelativeOptimalityGap``
+    is ``relative_start``, facts §3.3).
+
+    Attributes:
+        start: ``Σ_s μ0(s) gap(s)``, the gap at the start distribution.
+        max: ``max_s gap(s)``.
+        relative_start: ``start / |Σ_s μ0(s) V_F^*(s)|`` (``inf`` if that value is 0).
+        v_opt: ``(S,)`` exact ``V_F^*``.
+        v_policy: ``(S,)`` ``V^g``.
+    """
+
+    start: float
+    max: float
+    relative_start: float
+    v_opt: np.ndarray
+    v_policy: np.ndarray
+
+
+def follower_optimality_gap(model: TabularModel, policy: Any, beta: float, gamma: float, *,
+                            v_opt: np.ndarray | None = None) -> FollowerGap:
+    """The follower's sub-optimality at θ: :class:`FollowerGap` of ``policy``.
+
+    Note: the authors regularise with ``−β KL(π ‖ uniform) = β H − β log B`` per step; their
+    values differ from ours by ``β log B`` times the expected discounted number of acting steps,
+    which depends on the policy when episodes terminate, so their gap is close to but not
+    identical to ours on Four-Rooms (ours is the paper's entropy objective, eq. 18).
+
+    Args:
+        model: the configurable MDP at θ.
+        policy: ``(S, B)`` follower policy.
+        beta: entropy temperature β > 0.
+        gamma: follower discount γ_F.
+        v_opt: the exact ``V_F^*`` if already known (else solved here, Newton, tol 1e-10).
+    """
+    _, v_pol = soft_policy_evaluation(model, policy, beta, gamma)
+    if v_opt is None:
+        v_opt = soft_value_iteration(model, beta, gamma).v
+    v_opt = np.asarray(v_opt, dtype=np.float64)
+    gap = v_opt - v_pol
+    start_opt = float(model.mu0 @ v_opt)
+    start = float(model.mu0 @ gap)
+    rel = start / abs(start_opt) if start_opt != 0 else float("inf")
+    return FollowerGap(start=start, max=float(gap.max()), relative_start=rel, v_opt=v_opt,
+                       v_policy=v_pol)

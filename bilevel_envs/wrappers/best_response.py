@@ -4,6 +4,14 @@
 iteration for tabular problems, MaxEnt LQR for linear-Gaussian ones), re-solves (warm-started)
 whenever θ changes, exposes ``policy``, ``soft_q`` and ``soft_v``, samples the follower's action
 and rolls out batches of many episodes stepped together in numpy.
+
+Any follower of the protocol (:mod:`bilevel_envs.followers.base`) can replace the exact one:
+``BestResponse(env, beta, follower=make_follower("kstep:5:reset", env, beta, seed=0))``. The
+wrapper then uses the protocol only: ``solve`` on every θ change (a learning follower learns
+there), the published ``policy`` for the fast tabular rollouts when it is an ``(S, B)`` array and
+``act`` otherwise, :class:`~bilevel_envs.followers.base.NotPublishedError` (an
+``AttributeError``) from ``policy`` / ``soft_q`` / ``soft_v`` when the follower does not publish
+them, and the follower's ``state_dict`` in :meth:`BestResponse.state_dict`.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 from pettingzoo.utils.env import AECEnv, ParallelEnv
 
 from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv
+from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.utils import check_beta
 
 __all__ = ["BestResponse"]
@@ -27,8 +36,9 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Args:
         env: a configurable MDP (``gym.make("BiLevel/FourRooms-v0")`` or an unwrapped one).
         beta: the follower's entropy temperature β > 0.
-        follower: a custom :class:`~bilevel_envs.followers.Follower`; by default the problem's
-            exact solver ``env.unwrapped.make_follower(beta, **follower_kwargs)``.
+        follower: a custom :class:`~bilevel_envs.followers.Follower` (e.g. from
+            :func:`~bilevel_envs.followers.make_follower`: k-step, soft Q-learning, SB3); by
+            default the problem's exact solver ``env.unwrapped.make_follower(beta, **kwargs)``.
         **follower_kwargs: options of the default solver (e.g. ``tol``, ``max_iterations``).
 
     Example:
@@ -62,6 +72,8 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
             follower = problem.make_follower(self.beta, **follower_kwargs)
         elif follower_kwargs:
             raise ValueError(f"follower_kwargs {sorted(follower_kwargs)} given with a follower")
+        else:
+            check_follower_beta(follower, self.beta)
         self.follower = follower
         self._rng = np.random.default_rng()
         self.follower.solve(problem)
@@ -81,7 +93,11 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self.problem.config
 
     def set_config(self, theta: Any) -> None:
-        """Set θ and re-solve the follower (warm-started from the previous solution)."""
+        """Set θ and re-solve the follower (warm-started from the previous solution).
+
+        ``follower.solve(problem)``: an exact solver re-solves, a k-step follower takes its k
+        steps, a learning follower trains (e.g. ``steps_per_leader_update`` transitions).
+        """
         self.problem.set_config(theta)
         self.follower.solve(self.problem)
 
@@ -118,18 +134,61 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
     # ------------------------------------------------------------------ follower
     @property
     def policy(self) -> Any:
-        """``g^{θ†}(b|s)``: ``(S, B)`` array (tabular) or a callable."""
-        return self.follower.policy
+        """``g^{θ†}(b|s)``: ``(S, B)`` array (tabular) or a callable.
+
+        Raises:
+            NotPublishedError: (an ``AttributeError``) the follower does not publish its policy.
+        """
+        return require_published(self.follower, "policy")
 
     @property
     def soft_q(self) -> Any:
-        """``Q_F^{θ†}(s, b)``: ``(S, B)`` array (tabular) or a callable on batches."""
-        return self.follower.soft_q
+        """``Q_F^{θ†}(s, b)``: ``(S, B)`` array (tabular) or a callable on batches.
+
+        A k-step or learning follower publishes its own estimate.
+
+        Raises:
+            NotPublishedError: the follower does not publish soft values (black box, SB3).
+        """
+        return require_published(self.follower, "soft_q")
 
     @property
     def soft_v(self) -> Any:
-        """``V_F^{θ†}(s) = β log Σ_b exp(Q_F/β)``: ``(S,)`` array or a callable."""
-        return self.follower.soft_v
+        """``V_F^{θ†}(s) = β log Σ_b exp(Q_F/β)``: ``(S,)`` array or a callable.
+
+        Raises:
+            NotPublishedError: the follower does not publish soft values (black box, SB3).
+        """
+        return require_published(self.follower, "soft_v")
+
+    def observe(self, batch: Batch) -> None:
+        """Hand a batch the leader collected to a follower that learns from it (``observe``).
+
+        A no-op for followers without ``observe`` (exact, k-step, SB3). The wrapper never calls
+        it by itself: rollouts have no side effect on the follower.
+        """
+        fn = getattr(self.follower, "observe", None)
+        if callable(fn):
+            fn(batch)
+
+    def follower_gap(self):
+        """The follower's sub-optimality at the current θ (tabular problems).
+
+        :func:`~bilevel_envs.followers.soft_value_iteration.follower_optimality_gap` of the
+        published policy: the soft-value gap ``V_F^* − V^g`` at the start distribution, its
+        maximum over states and the relative gap (the authors' ``kl_optimality_gap``).
+
+        Raises:
+            ValueError: not a tabular problem.
+            NotPublishedError: the follower does not publish its policy.
+        """
+        from bilevel_envs.followers.soft_value_iteration import follower_optimality_gap
+
+        if not isinstance(self.problem, TabularConfigurableEnv):
+            raise ValueError(f"follower_gap needs a tabular problem, got "
+                             f"{type(self.problem).__name__}")
+        return follower_optimality_gap(self.problem.tabular_model(), self.policy, self.beta,
+                                       self.problem.gamma_follower)
 
     def follower_action(self, obs: Any, rng: np.random.Generator | None = None) -> Any:
         """Sample ``b ~ g^{θ†}(·|obs)`` for one observation."""
@@ -173,9 +232,11 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if initial_states is not None:
             initial_states = _check_initial_states(self.problem, initial_states, n_envs)
         args = (n_transitions // n_envs, n_envs, rng, initial_states, self.max_episode_steps)
-        if n_envs <= _WALK_MAX_ENVS and isinstance(self.problem, TabularConfigurableEnv) \
-                and isinstance(self.follower.policy, np.ndarray):
-            return _tabular_walk(self.problem, self.follower.policy, *args)
+        # the fast walk needs the follower's (S, B) table; any other follower is sampled by act
+        policy = published(self.follower, "policy") \
+            if isinstance(self.problem, TabularConfigurableEnv) else None
+        if n_envs <= _WALK_MAX_ENVS and isinstance(policy, np.ndarray):
+            return _tabular_walk(self.problem, policy, *args)
         return _rollout(self.problem, self.follower, *args)
 
     @property

@@ -18,6 +18,13 @@ The wrapper also exposes the leader's *parameter* θ like a configurable MDP doe
 ``f = softmax(θ.reshape(S, A))``; :class:`~bilevel_envs.games.policies.MLPSoftmax` for the
 authors' MLP actor); LQR game θ = ``K.ravel()`` (W fixed).
 :meth:`GameBestResponse.leader_score` gives ``∇θ log f_θ(a|s)`` for batches.
+
+Any game follower of the protocol (:mod:`bilevel_envs.followers.base`) can replace the exact
+one (e.g. ``follower=make_follower("kstep:10:reset", game, beta, seed=0)``): the wrapper calls
+``solve(game, leader_policy)`` on every leader-policy change, samples with ``act``, raises
+:class:`~bilevel_envs.followers.base.NotPublishedError` from ``policy`` / ``soft_q`` / ``soft_v`` /
+:meth:`GameBestResponse.follower_value` when the follower does not publish them, and then puts
+NaN in ``info["follower_value"]`` and ``GameBatch.follower_value``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 import gymnasium as gym
 import numpy as np
 
+from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.games.base import LeaderFollowerGame
 from bilevel_envs.games.policies import TabularSoftmax
 from bilevel_envs.utils import check_beta
@@ -106,6 +114,8 @@ class GameBestResponse(gym.Env):
             follower = problem.make_follower(self.beta, **follower_kwargs)
         elif follower_kwargs:
             raise ValueError(f"follower_kwargs {sorted(follower_kwargs)} given with a follower")
+        else:
+            check_follower_beta(follower, self.beta)
         self.follower = follower
         self._is_toy = hasattr(problem, "model")
         if self._is_toy:
@@ -155,28 +165,69 @@ class GameBestResponse(gym.Env):
         """
         self.follower.solve(self.problem, policy)
         self._theta = None
-        self._sync_leader_policy()
+        self._sync_leader_policy(policy)
 
-    def _sync_leader_policy(self) -> None:
-        """Cache the leader policy the follower has answered (sampling tables, K and W)."""
+    def _sync_leader_policy(self, given: Any = None) -> None:
+        """Cache the leader policy the follower has answered (sampling tables, K and W).
+
+        Read from the follower (``leader_policy``, or ``K`` and ``W``) when it exposes it, else
+        the policy given to :meth:`set_leader_policy` (``None``: keep the cached one).
+        """
         self._score_cache = None
         if self._is_toy:
-            self._leader_probs = self.follower.leader_policy.copy()
+            probs = getattr(self.follower, "leader_policy", None)
+            if probs is None:
+                probs = self._leader_probs if given is None else self._parse_toy_policy(given)
+            self._leader_probs = np.array(probs, dtype=np.float64, copy=True)
             self._leader_cdf = np.cumsum(self._leader_probs, axis=1)
         else:
-            self._K, self._W = self.follower.K.copy(), self.follower.W.copy()
+            K, W = getattr(self.follower, "K", None), getattr(self.follower, "W", None)
+            if K is None or W is None:
+                K, W = (self._K, self._W) if given is None else self._parse_lqr_policy(given)
+            self._K, self._W = np.array(K, np.float64, copy=True), np.array(W, np.float64,
+                                                                             copy=True)
+
+    def _parse_toy_policy(self, policy: Any) -> np.ndarray:
+        p = self.problem
+        f = np.asarray(policy, dtype=np.float64)
+        if f.shape != (p.n_states, p.n_leader_actions):
+            raise ValueError(f"leader_policy must have shape {(p.n_states, p.n_leader_actions)}, "
+                             f"got {f.shape}")
+        return f
+
+    def _parse_lqr_policy(self, policy: Any) -> tuple[np.ndarray, np.ndarray]:
+        p = self.problem
+        k, n = p.leader_action_dim, p.state_dim
+        K, W = policy if isinstance(policy, tuple) else (policy, getattr(self, "_W", None))
+        W = np.full((k, k), 1e-3) * np.eye(k) if W is None else np.asarray(W, np.float64)
+        W = W * np.eye(k) if W.ndim == 0 else W.reshape(k, k)
+        return np.asarray(K, dtype=np.float64).reshape(k, n), W
 
     def state_dict(self) -> dict[str, Any]:
-        """θ (as last set), the follower's state and the env's generator."""
+        """θ (as last set), the leader policy, the follower's state and the env's generators."""
         theta = None if self._theta is None else self._theta.copy()
-        return {"theta": theta, "follower": self.follower.state_dict(),
+        follower = self.follower.state_dict() if hasattr(self.follower, "state_dict") else None
+        leader = (self._leader_probs.copy() if self._is_toy
+                  else (self._K.copy(), self._W.copy()))
+        return {"theta": theta, "follower": follower, "leader_policy": leader,
                 "rng": self.np_random.bit_generator.state,
                 "follower_rng": self._rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` exactly (no solve)."""
-        self.follower.load_state_dict(state["follower"])
-        self._sync_leader_policy()
+        """Restore a :meth:`state_dict` exactly (no solve).
+
+        A follower without ``load_state_dict`` is re-solved at the stored leader policy.
+        """
+        if state.get("follower") is not None and hasattr(self.follower, "load_state_dict"):
+            self.follower.load_state_dict(state["follower"])
+            self._sync_leader_policy(state.get("leader_policy"))
+        else:
+            leader = state.get("leader_policy")
+            if leader is None:
+                raise ValueError("state has no leader_policy to re-solve the follower at (a "
+                                 "state_dict of an older version?)")
+            self.follower.solve(self.problem, leader)
+            self._sync_leader_policy(leader)
         self._theta = None if state["theta"] is None else np.array(state["theta"], np.float64)
         if state.get("rng") is not None:
             self.np_random.bit_generator.state = state["rng"]
@@ -277,25 +328,38 @@ class GameBestResponse(gym.Env):
     # ------------------------------------------------------------------ follower
     @property
     def policy(self) -> Any:
-        """``g^{θ†}(b|s, a)``: ``(S, A, B)`` array (toy) or a callable ``(s, a) -> (mean, cov)``."""
-        return self.follower.policy
+        """``g^{θ†}(b|s, a)``: ``(S, A, B)`` array (toy) or a callable ``(s, a) -> (mean, cov)``.
+
+        Raises:
+            NotPublishedError: (an ``AttributeError``) the follower does not publish it.
+        """
+        return require_published(self.follower, "policy")
 
     @property
     def soft_q(self) -> Any:
-        """``Q_F(s, a, b)``: ``(S, A, B)`` array or a callable on batches."""
-        return self.follower.soft_q
+        """``Q_F(s, a, b)``: ``(S, A, B)`` array or a callable on batches (or NotPublishedError)."""
+        return require_published(self.follower, "soft_q")
 
     @property
     def soft_v(self) -> Any:
-        """``V_F(s, a)``: ``(S, A)`` array or a callable on batches."""
-        return self.follower.soft_v
+        """``V_F(s, a)``: ``(S, A)`` array or a callable on batches (or NotPublishedError)."""
+        return require_published(self.follower, "soft_v")
 
     def follower_value(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """``V_F(s, a)`` for batches ``s (N, ...)``, ``a (N, ...)``, shape ``(N,)``."""
+        """``V_F(s, a)`` for batches ``s (N, ...)``, ``a (N, ...)``, shape ``(N,)``.
+
+        Raises:
+            NotPublishedError: the follower does not publish ``soft_v``.
+        """
+        soft_v = require_published(self.follower, "soft_v")
         if self._is_toy:
-            return self.follower.soft_v[np.asarray(s, dtype=np.int64),
-                                        np.asarray(a, dtype=np.int64)]
-        return self.follower.soft_v(np.atleast_2d(s), np.asarray(a).reshape(len(s), -1))
+            return soft_v[np.asarray(s, dtype=np.int64), np.asarray(a, dtype=np.int64)]
+        return soft_v(np.atleast_2d(s), np.asarray(a).reshape(len(s), -1))
+
+    def _follower_value_or_nan(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
+        if published(self.follower, "soft_v") is None:
+            return np.full(len(np.asarray(s)), np.nan)
+        return self.follower_value(s, a)
 
     def follower_action(self, s: Any, a: Any, rng: np.random.Generator | None = None) -> Any:
         """Sample one ``b ~ g(·|s, a)``."""
@@ -326,7 +390,7 @@ class GameBestResponse(gym.Env):
         s_arr = np.asarray([self._state])
         fobs = self.problem.follower_obs(s_arr, a_arr)
         b = self.follower.act(fobs, self.np_random)
-        v_f = float(self.follower_value(s_arr, a_arr)[0])
+        v_f = float(self._follower_value_or_nan(s_arr, a_arr)[0])
         nxt, r_f, r_l = self.problem.transition(s_arr, a_arr, b)
         if not (np.isfinite(r_f[0]) and np.isfinite(r_l[0])):
             raise ValueError(f"non-finite reward (leader {r_l[0]}, follower {r_f[0]})")
@@ -367,7 +431,7 @@ class GameBestResponse(gym.Env):
             obs = prob.leader_obs(s)
             a = sampler(obs, rng)
             b = self.follower.act(prob.follower_obs(s, a), rng)
-            v_f = self.follower_value(s, a)
+            v_f = self._follower_value_or_nan(s, a)
             nxt, r_f, r_l = prob.transition(s, a, b)
             for key, val in zip(GameBatch._fields, (obs, a, b, r_l, r_f, nxt, v_f)):
                 cols[key].append(val)
