@@ -33,6 +33,8 @@ class LeaderFollowerGame(AECEnv):
 
     metadata = {"render_modes": ["ansi"], "is_parallelizable": False}
     possible_agents = [LEADER, FOLLOWER]
+    #: the keyword arguments the game was made with (set by the module's ``raw_env``)
+    init_kwargs: dict = {}
 
     def __init__(self, max_cycles: int, render_mode: str | None = None):
         super().__init__()

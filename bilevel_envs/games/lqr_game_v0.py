@@ -96,7 +96,9 @@ class LQRGameEnv(LeaderFollowerGame):
 
 def raw_env(**kwargs: Any) -> LQRGameEnv:
     """The unwrapped AEC LQR game (kwargs of :class:`LQRGameEnv`)."""
-    return LQRGameEnv(**kwargs)
+    game = LQRGameEnv(**kwargs)
+    game.init_kwargs = dict(kwargs)  # what made it (recorded with results)
+    return game
 
 
 def env(**kwargs: Any):

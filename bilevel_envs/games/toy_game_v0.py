@@ -123,7 +123,9 @@ class ToyGameEnv(LeaderFollowerGame):
 
 def raw_env(**kwargs: Any) -> ToyGameEnv:
     """The unwrapped AEC toy game (kwargs of :class:`ToyGameEnv`)."""
-    return ToyGameEnv(**kwargs)
+    game = ToyGameEnv(**kwargs)
+    game.init_kwargs = dict(kwargs)  # what made it (recorded with results)
+    return game
 
 
 def env(**kwargs: Any):
