@@ -1,13 +1,19 @@
 """Markov games: speed benchmarks and the learning runs behind ``docs/results/games.md``.
 
-Usage (from the repository root, ``PYTHONPATH=.``)::
+Usage (``python -m bilevel_agents.benchmarks.bench_games COMMAND``)::
 
-    python benchmarks/bench_games.py [speed]               # follower solves, one BC-HG iteration
-    python benchmarks/bench_games.py toy --seeds 10        # toy game R = 2 and 1 (CSV to --out)
-    python benchmarks/bench_games.py lqr --seeds 20        # LQR game
+    bench_games [speed] [--quick]     # follower solves, one BC-HG iteration (the benchmark)
+    bench_games toy --seeds 10        # toy game R = 2 and 1 (CSV to --out)
+    bench_games lqr --seeds 20        # LQR game
+    bench_games lqr-estimator         # LQR gradient-estimate quality at fixed K
+    bench_games plot CURVES.jsonl     # LQR learning curves (from lqr --curves)
+    bench_games report CSV...         # Markdown tables of the learning runs
 
-Speed numbers are ratios measured in the same run (never asserted in tests). The learning runs
-write one CSV row per (setting, seed) with the final leader policy and exact returns.
+Speed numbers are ratios measured in the same run (never asserted in tests): the toy game's
+follower solve (policy iteration and vectorised value iteration vs the authors' solver shape, a
+Python loop over (s, a, b) per sweep), and one BC-HG outer iteration on the toy and LQR games
+against its own rollout and follower re-solve. The learning runs write one CSV row per
+(setting, seed) with the final leader policy and exact returns.
 """
 
 from __future__ import annotations
@@ -15,20 +21,22 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import time
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from bilevel_agents.exact_games import (
-    LQRExactLeaderCritic,
-    lqr_objective,
-    lqr_objective_and_grad,
-    toy_objective,
+from bilevel_agents import BCHG, BiAC, NaivePGD
+from bilevel_agents.benchmarks.harness import (
+    Report,
+    Stopwatch,
+    add_options,
+    single_threaded,
+    timed,
 )
-from bilevel_agents.game_leaders import GameBCHG, GameBiAC, GameNaivePGD
+from bilevel_agents.critics import LQRExactLeaderCritic
+from bilevel_agents.exact.games import lqr_objective, lqr_objective_and_grad, toy_objective
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
 from bilevel_envs.games.policies import MLPSoftmax
@@ -59,55 +67,54 @@ def _loop_soft_q_iteration(model, f, beta, gamma, tol=1e-6, max_iterations=1000)
     return q
 
 
-def _timeit(fn, repeat=5):
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def speed() -> None:
-    torch.set_num_threads(1)
-    m = toy_model(2)
-    f = np.full((3, 2), 0.5)
-    ours_pi = _timeit(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
-                                                    tol=1e-6).solve(m, f))
-    ours_vi = _timeit(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
-                                                    method="value_iteration",
-                                                    tol=1e-6).solve(m, f))
-    loop = _timeit(lambda: _loop_soft_q_iteration(m, f, 0.05, 0.99), repeat=1)
-    fol = SoftQIterationFollower(0.05, 0.99, bootstrap="official", tol=1e-6)
-    fol.solve(m, f)
-    f2 = f.copy()
-    f2[1] = (0.51, 0.49)
-    warm = _timeit(lambda: fol.solve(m, f2))
-    print(f"toy follower solve (official form, tol 1e-6, cold): policy iteration "
-          f"{ours_pi*1e3:.2f} ms, "
-          f"vectorised VI {ours_vi*1e3:.2f} ms, Python triple loop {loop*1e3:.0f} ms "
-          f"-> PI {loop/ours_pi:.0f}x, VI {loop/ours_vi:.0f}x faster; warm-started PI "
-          f"{warm*1e3:.2f} ms")
-    for name, mod, beta, kw in (("toy", toy_game_v0, 0.05, {}),
-                                ("lqr", lqr_game_v0, 0.1, dict(init_scale=1.0, episodes=4))):
-        br = GameBestResponse(mod.env(), beta=beta)
-        L = GameBCHG(br, lr=0.01, seed=0, **kw)
-        L.update()
-        it = _timeit(L.update, repeat=5)
-        roll = _timeit(lambda: br.rollout(L.episodes, seed=0), repeat=5)
-        t_solve = _timeit(lambda: br.set_config(br.config), repeat=5)
-        print(f"{name}: one BC-HG outer iteration {it*1e3:.1f} ms; its rollout of "
-              f"{L.episodes}x{br.max_episode_steps} steps {roll*1e3:.1f} ms "
-              f"(iteration/rollout = {it/roll:.1f}); follower re-solve {t_solve*1e3:.2f} ms")
+def speed(args: argparse.Namespace) -> int:
+    """Follower solves of the toy game and one BC-HG outer iteration on both games."""
+    repeat = 2 if args.quick else 5
+    report = Report("bench_games", args)
+    with single_threaded(args.blas_threads):
+        m = toy_model(2)
+        f = np.full((3, 2), 0.5)
+        report.section("toy follower solve (official form, tol 1e-6)")
+        t_pi, _ = timed(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
+                                                       tol=1e-6).solve(m, f), repeat)
+        t_vi, _ = timed(lambda: SoftQIterationFollower(0.05, 0.99, bootstrap="official",
+                                                       method="value_iteration",
+                                                       tol=1e-6).solve(m, f), repeat)
+        t_loop, _ = timed(lambda: _loop_soft_q_iteration(m, f, 0.05, 0.99), 1)
+        report.time("policy iteration (ours), cold", t_pi)
+        report.time("vectorised value iteration, cold", t_vi)
+        report.time("Python triple loop over (s, a, b) (authors' shape), cold", t_loop)
+        report.ratio("ratio loop / policy iteration", t_loop, t_pi)
+        report.ratio("ratio loop / vectorised value iteration", t_loop, t_vi)
+        fol = SoftQIterationFollower(0.05, 0.99, bootstrap="official", tol=1e-6)
+        f2 = f.copy()
+        f2[1] = (0.51, 0.49)
+        t_warm, _ = timed(lambda _: fol.solve(m, f2), repeat, setup=lambda: fol.solve(m, f))
+        report.time("policy iteration, warm (f changed a little)", t_warm)
+        for name, mod, beta, kw in (("toy", toy_game_v0, 0.05, {}),
+                                    ("lqr", lqr_game_v0, 0.1, dict(init_scale=1.0, episodes=4))):
+            br = GameBestResponse(mod.env(), beta=beta)
+            L = BCHG(br, lr=0.01, seed=0, **kw)
+            L.update()
+            episodes = L.family.options.episodes
+            report.section(f"{name} game: one BC-HG outer iteration")
+            t_it, _ = timed(L.update, repeat)
+            t_roll, _ = timed(lambda: br.rollout(episodes, seed=0), repeat)
+            t_solve, _ = timed(lambda: br.set_config(br.config), repeat)
+            report.time("BCHG.update()", t_it)
+            report.time(f"its rollout of {episodes}x{br.max_episode_steps} steps", t_roll)
+            report.ratio("ratio iteration / rollout", t_it, t_roll)
+            report.time("follower re-solve (set_config)", t_solve)
+    return report.finish()
 
 
 # ============================================================================ learning runs
 TOY_METHODS = {
-    "BC-HG": (GameBCHG, {}),
-    "NAIVE-PGD (on)": (GameNaivePGD, {}),
-    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
-    "Bi-AC (off)": (GameBiAC, {"buffer_episodes": 7_000}),
-    "Bi-AC (on)": (GameBiAC, {}),
+    "BC-HG": (BCHG, {}),
+    "NAIVE-PGD (on)": (NaivePGD, {}),
+    "NAIVE-PGD (off)": (NaivePGD, {"buffer_episodes": 7_000}),
+    "Bi-AC (off)": (BiAC, {"buffer_episodes": 7_000}),
+    "Bi-AC (on)": (BiAC, {}),
 }
 
 
@@ -129,7 +136,6 @@ def _done(path: Path) -> set:
 
 def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[str],
         rewards: list[int], lr: float, policy: str = "tabular") -> None:
-    torch.set_num_threads(1)
     done = _done(out)
     for R in rewards:
         for form in forms:
@@ -143,7 +149,7 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
                     br = GameBestResponse(toy_game_v0.env(reward=R), beta=0.05, bootstrap=form,
                                       leader_parameterization=param)
                     L = cls(br, lr=lr, seed=seed, max_grad_norm=None, **kw)
-                    t = time.perf_counter()
+                    clock = Stopwatch()
                     tail = []
 
                     def ev():
@@ -167,7 +173,7 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
                                                               horizon=150, gamma=0.99),
                            "tail_p": tail_arr[:, 0].mean(), "tail_return": tail_arr[:, 1].mean(),
                            "tail_disc_return": tail_arr[:, 2].mean(),
-                           "seconds": time.perf_counter() - t, "iterations": iterations,
+                           "seconds": clock.seconds, "iterations": iterations,
                            "lr": lr}
                     _append(out, row)
                     print(setting, name, seed, {k: round(float(v), 3) for k, v in row.items()
@@ -175,15 +181,26 @@ def toy(seeds: int, iterations: int, out: Path, methods: list[str], forms: list[
 
 
 LQR_METHODS = {
-    "BC-HG": (GameBCHG, {}),
-    "BC-HG (exact critic)": (GameBCHG, {"oracle": True, "benefit_samples": 2}),
-    "NAIVE-PGD (exact critic)": (GameNaivePGD, {"oracle": True}),
-    "BC-HG (plain)": (GameBCHG, {"control_variates": False}),
-    "BC-HG (critic exploration 0.3)": (GameBCHG, {"critic_exploration": 0.3}),
-    "NAIVE-PGD (critic exploration 0.3)": (GameNaivePGD, {"critic_exploration": 0.3}),
-    "NAIVE-PGD (on)": (GameNaivePGD, {}),
-    "NAIVE-PGD (off)": (GameNaivePGD, {"buffer_episodes": 7_000}),
+    "BC-HG": (BCHG, {}),
+    "BC-HG (exact critic)": (BCHG, {"oracle": True, "benefit_samples": 2}),
+    "NAIVE-PGD (exact critic)": (NaivePGD, {"oracle": True}),
+    "BC-HG (plain)": (BCHG, {"control_variates": False}),
+    "BC-HG (critic exploration 0.3)": (BCHG, {"critic_exploration": 0.3}),
+    "NAIVE-PGD (critic exploration 0.3)": (NaivePGD, {"critic_exploration": 0.3}),
+    "NAIVE-PGD (on)": (NaivePGD, {}),
+    "NAIVE-PGD (off)": (NaivePGD, {"buffer_episodes": 7_000}),
 }
+
+
+def lqr_leader(name: str, **kwargs) -> tuple[GameBestResponse, Any]:
+    """A fresh LQR game (β = 0.1) and the leader of ``LQR_METHODS[name]`` on it, 4 episodes
+    per iteration (``"oracle"``: the exact leader critic)."""
+    cls, kw = LQR_METHODS[name]
+    kw = dict(kw)
+    if kw.pop("oracle", False):
+        kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
+    br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
+    return br, cls(br, episodes=4, **kw, **kwargs)
 
 
 def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False, curve=None):
@@ -214,14 +231,13 @@ def exact_ascent(K0, iterations, lr=0.1, max_grad_norm=1.0, follower_fixed=False
 def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: int = 0,
         k0: tuple[float, float] | None = None, lr: float = 0.1,
         curves: Path | None = None) -> None:
-    torch.set_num_threads(1)
     done = _done(out)
     setting = "lqr" if k0 is None else f"lqr K0={tuple(k0)}"
     for seed in range(seed_start, seed_start + seeds):
         for name in methods:
             if (setting, name, str(seed)) in done:
                 continue
-            t = time.perf_counter()
+            clock = Stopwatch()
             curve: list = []
             if name.startswith("exact-"):
                 K0 = (np.random.default_rng(seed).normal(size=(1, 2)) if k0 is None
@@ -230,14 +246,9 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
                                  curve=curve)
                 tail = [lqr_objective(K)]
             else:
-                cls, kw = LQR_METHODS[name]
-                kw = dict(kw)
-                if kw.pop("oracle", False):
-                    kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
-                br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
-                L = cls(br, lr=lr, seed=seed, init_scale=1.0, episodes=4,
-                        explore_iterations=10, theta0=None if k0 is None else np.array(k0),
-                        **kw)
+                br, L = lqr_leader(name, lr=lr, seed=seed, init_scale=1.0,
+                                   explore_iterations=10,
+                                   theta0=None if k0 is None else np.array(k0))
                 K0 = br.leader_gain.copy()
                 tail = []
 
@@ -253,7 +264,7 @@ def lqr(seeds: int, iterations: int, out: Path, methods: list[str], seed_start: 
             row = {"setting": setting if lr == 0.1 else f"{setting} lr={lr}", "method": name,
                    "seed": seed, "K0_1": K0[0, 0], "K0_2": K0[0, 1], "J0": lqr_objective(K0),
                    "K_1": K[0, 0], "K_2": K[0, 1], "final_return": lqr_objective(K),
-                   "tail_return": float(np.mean(tail)), "seconds": time.perf_counter() - t,
+                   "tail_return": float(np.mean(tail)), "seconds": clock.seconds,
                    "iterations": iterations}
             _append(out, row)
             if curves is not None:
@@ -270,19 +281,13 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
     hypergradient of the discounted objective (γ_L = 0.99) and of the 100-step return."""
     from bilevel_agents.exact import hypergradient
 
-    torch.set_num_threads(1)
     for K in points:
         for name in ("BC-HG", "BC-HG (plain)", "NAIVE-PGD (on)"):
-            cls, kw = LQR_METHODS[name]
-            kw = dict(kw)
-            if kw.pop("oracle", False):
-                kw["critic"] = LQRExactLeaderCritic(tol=1e-3)
-            br = GameBestResponse(lqr_game_v0.env(), beta=0.1)
-            L = cls(br, lr=0.1, seed=0, theta0=np.array(K), episodes=4, **kw)
+            br, L = lqr_leader(name, lr=0.1, seed=0, theta0=np.array(K))
             exact = hypergradient(br)
             exact100 = lqr_objective_and_grad(np.array([K]))[1].ravel()
             for _ in range(warmup):
-                L.critic.update(L.critic_data(L.sample_batch()), br, br.gamma_leader)
+                L.critic.update(L.family.critic_data(L, L.family.collect(L)), br)
             est = np.array([L.estimate_gradient() for _ in range(batches)])
             m = est.mean(0)
             se = est.std(0, ddof=1) / np.sqrt(batches)
@@ -368,15 +373,17 @@ def report(paths: list[Path]) -> None:
               f"{np.mean([float(r['seconds']) for r in rs]):.0f} |")
 
 
-def main() -> None:
-    import sys
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if len(sys.argv) == 1 or sys.argv[1:] == ["--quick"]:  # `bilevel bench` runs speed only
-        sys.argv[1:] = ["speed"]
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ("speed", "toy", "lqr", "lqr-estimator", "plot", "report")
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "speed")  # `bilevel bench [--quick]` runs the speed benchmark
+    description, _, epilog = __doc__.partition("\n\n")
+    ap = argparse.ArgumentParser(description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("speed")
+    add_options(sub.add_parser("speed", help="follower solves, one BC-HG iteration (the "
+                               "benchmark)"), quick_help="2 repeats instead of 5")
     t = sub.add_parser("toy")
     t.add_argument("--seeds", type=int, default=10)
     t.add_argument("--iterations", type=int, default=500)
@@ -404,22 +411,27 @@ def main() -> None:
     pc.add_argument("--out", type=Path, default=Path("docs/results/games_lqr_curves.png"))
     rp = sub.add_parser("report")
     rp.add_argument("csv", nargs="+", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.cmd == "speed":
+        return speed(args)
     if args.cmd == "report":
         report(args.csv)
-    elif args.cmd == "plot":
+        return 0
+    if args.cmd == "plot":
         plot_curves(args.curves, args.out)
-    elif args.cmd == "lqr-estimator":
-        lqr_estimator([(0.0, 0.0), (-9.0, -9.5), (-9.683, -10.25)], args.warmup, args.batches)
-    elif args.cmd == "speed":
-        speed()
-    elif args.cmd == "toy":
-        toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards, args.lr,
-            args.policy)
-    else:
-        lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0,
-            args.lr, args.curves)
+        return 0
+    with single_threaded():
+        if args.cmd == "lqr-estimator":
+            lqr_estimator([(0.0, 0.0), (-9.0, -9.5), (-9.683, -10.25)], args.warmup,
+                          args.batches)
+        elif args.cmd == "toy":
+            toy(args.seeds, args.iterations, args.out, args.methods, args.forms, args.rewards,
+                args.lr, args.policy)
+        elif args.cmd == "lqr":
+            lqr(args.seeds, args.iterations, args.out, args.methods, args.seed_start, args.k0,
+                args.lr, args.curves)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

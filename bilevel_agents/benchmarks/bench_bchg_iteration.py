@@ -9,21 +9,20 @@
   (as the authors' code does).
 
 Both are measured in this run, on one core; the ratio is printed. Usage:
-``python benchmarks/bench_bchg_iteration.py [--quick]``.
+``python -m bilevel_agents.benchmarks.bench_bchg_iteration [--quick] [--markdown]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
 
 import gymnasium as gym
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 import bilevel_envs  # noqa: F401
 from bilevel_agents import BCHG
+from bilevel_agents.benchmarks.harness import Report, parser, single_threaded, timed
 from bilevel_agents.exact import leader_objective
 from bilevel_envs.followers import soft_value_iteration
 from bilevel_envs.wrappers import BestResponse
@@ -75,7 +74,8 @@ def plain_iteration(env, problem, theta, q_critic, rng, lr=0.1, alpha=0.3):
     grad = G_l[s == problem.start_state].mean(0)
     for k in range(100):
         same = (s == s[k]) & (b == b[k])
-        grad += 0.99 ** tt[k] * (q_critic[s[k], b[k]] - v_l[s[k]]) * G_f[same].mean(0) / (BETA * n_ep)
+        benefit = q_critic[s[k], b[k]] - v_l[s[k]]
+        grad += 0.99 ** tt[k] * benefit * G_f[same].mean(0) / (BETA * n_ep)
     norm = np.linalg.norm(grad)
     theta = theta + lr * (grad if norm <= 1 else grad / norm)
     # evaluation: 500 backups of policy evaluation
@@ -87,38 +87,33 @@ def plain_iteration(env, problem, theta, q_critic, rng, lr=0.1, alpha=0.3):
     return theta, float(v[problem.start_state])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__, quick_help="50 iterations of ours, 5 plain ones").parse_args(argv)
     n = 50 if args.quick else 300
-    with threadpool_limits(limits=1):
+    report = Report("bench_bchg_iteration", args, width=62)
+    with single_threaded(args.blas_threads):
         br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=BETA)
         leader = BCHG(br, batch_size=100, lr=0.1, sarsa_alpha=0.3, seed=0)
         for _ in range(20):  # warm-up
             leader.update()
-        ours = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            leader_objective(br)
-            leader.update()
-            ours.append(time.perf_counter() - t0)
+        t_ours, _ = timed(lambda: (leader_objective(br), leader.update()), n)
         env = gym.make("BiLevel/FourRooms-v0").unwrapped
         rng = np.random.default_rng(0)
-        theta, q = leader.theta, rng.normal(size=(104, 4))
-        plain = []
-        for _ in range(max(n // 10, 5)):
-            t0 = time.perf_counter()
-            theta, _ = plain_iteration(env, env, theta, q, rng)
-            plain.append(time.perf_counter() - t0)
-    m_ours, m_plain = np.median(ours) * 1e3, np.median(plain) * 1e3
-    print("| one BC-HG outer iteration (Four-Rooms, β=0.001, batch 100) | median ms |")
-    print("|---|---|")
-    print(f"| ours (vectorised, warm Newton, coefficient estimator) | {m_ours:.3f} |")
-    print(f"| plain (VI from zero, env.step loop, per-transition autograd) | {m_plain:.2f} |")
-    print(f"| ratio plain / ours | {m_plain / m_ours:.0f}× |")
-    print(f"10,000 iterations ≈ {m_ours * 10:.1f} s per run (ours) vs {m_plain * 10:.0f} s (plain)")
+        state = {"theta": leader.theta}
+        q = rng.normal(size=(env.n_states, env.n_actions))
+
+        def plain() -> None:
+            state["theta"], _ = plain_iteration(env, env, state["theta"], q, rng)
+
+        t_plain, _ = timed(plain, max(n // 10, 5))
+    report.section("one BC-HG outer iteration (Four-Rooms, β=0.001, batch 100), median")
+    report.time("ours (vectorised, warm Newton, coefficient estimator)", t_ours)
+    report.time("plain (VI from zero, env.step loop, per-transition autograd)", t_plain)
+    report.ratio("ratio plain / ours", t_plain, t_ours)
+    report.value("10,000 iterations (one run), ours", f"{t_ours * 1e4:8.1f} s ")
+    report.value("10,000 iterations (one run), plain", f"{t_plain * 1e4:8.0f} s ")
+    return report.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

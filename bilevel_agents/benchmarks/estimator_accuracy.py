@@ -1,7 +1,7 @@
 """Estimator accuracy on Four-Rooms: bias, variance and cosine of each method's hypergradient
 estimate against the exact hypergradient, at fixed θ, for batch sizes 100 … 10^4.
 
-A measurement the paper does not publish (issue 5). For each θ (the paper's start θ ~ N(0, 0.01²)
+A measurement the paper does not publish. For each θ (the paper's start θ ~ N(0, 0.01²)
 and a learned θ) and each method, many independent estimates ``ĝ_i = leader.estimate_gradient()``
 (raw, before clipping) are drawn at the *same* θ and compared with ``g = exact.hypergradient``:
 
@@ -17,24 +17,28 @@ measured size), and it keeps learning from each measured batch (as in training).
 optimistic compared with training, where θ moves under the critic. BC-HG with the exact leader
 critic is shown as the reference for the estimator alone.
 
-    python benchmarks/estimator_accuracy.py            # writes docs/results/estimator_accuracy.*
-    python benchmarks/estimator_accuracy.py --quick    # a fast smoke run (printed only)
+    python -m bilevel_agents.benchmarks.estimator_accuracy          # writes --out .md/.png/.json
+    python -m bilevel_agents.benchmarks.estimator_accuracy --quick  # a smoke run (printed only)
+
+The learned θ is the final θ of the best BC-HG grid point (seed 0) under ``--results`` (a
+``bilevel train`` folder, default ``results/four_rooms``), else that of 2000 BC-HG iterations
+trained here (200 with ``--quick``).
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
+import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import bilevel_envs  # noqa: F401
-from bilevel_agents import BCHG, HPGDMonteCarlo, HPGDOracle, HPGDSarsa, NaivePGD
+from bilevel_agents import BCHG, HPGD, NaivePGD
+from bilevel_agents.benchmarks.harness import Report, Stopwatch, parser, single_threaded, timed
 from bilevel_agents.exact import hypergradient, leader_objective
 from bilevel_envs.wrappers import BestResponse
 
@@ -42,9 +46,9 @@ from bilevel_envs.wrappers import BestResponse
 METHODS = {
     "BC-HG (SARSA)": (BCHG, {"sarsa_alpha": 0.5}, True),
     "BC-HG (exact Q_L)": (BCHG, {"critic": "exact"}, False),
-    "HPGD (MC)": (HPGDMonteCarlo, {}, False),
-    "HPGD (SA)": (HPGDSarsa, {"sarsa_alpha": 0.5}, True),
-    "HPGD (oracle)": (HPGDOracle, {}, False),
+    "HPGD (MC)": (HPGD, {"critic": "mc"}, False),
+    "HPGD (SA)": (HPGD, {"critic": "sarsa", "sarsa_alpha": 0.5}, True),
+    "HPGD (oracle)": (HPGD, {"oracle_batch_size": 10_000}, False),
     "NAIVE-PGD = SoBiRL": (NaivePGD, {}, False),
 }
 
@@ -54,8 +58,10 @@ def n_envs_for(batch: int) -> int:
     return max(1, batch // 200)
 
 
-def learned_theta(beta: float, root: str = "results/four_rooms") -> tuple[np.ndarray, str]:
-    """Final θ of the lead's best BC-HG grid point (seed 0), else 2000 BC-HG iterations."""
+def learned_theta(beta: float, root: str = "results/four_rooms",
+                  iterations: int = 2000) -> tuple[np.ndarray, str]:
+    """Final θ of the best BC-HG grid point (seed 0) under ``root``, else that of
+    ``iterations`` BC-HG iterations trained here."""
     best, source = None, ""
     for path in glob.glob(f"{root}/beta{beta}_slip0.33/bchg_*/seed0/summary.json"):
         s = json.loads(Path(path).read_text())
@@ -65,8 +71,8 @@ def learned_theta(beta: float, root: str = "results/four_rooms") -> tuple[np.nda
         return best[1], source
     br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=beta)
     leader = BCHG(br, lr=0.1, sarsa_alpha=0.5, seed=0)
-    leader.learn(2000, progress=False)
-    return leader.theta, "BC-HG lr 0.1, α_SA 0.5, seed 0, 2000 iterations (trained here)"
+    leader.learn(iterations, progress=False)
+    return leader.theta, f"BC-HG lr 0.1, α_SA 0.5, seed 0, {iterations} iterations (trained here)"
 
 
 def measure(beta: float, theta: np.ndarray, method: str, batch: int, reps: int,
@@ -79,9 +85,9 @@ def measure(beta: float, theta: np.ndarray, method: str, batch: int, reps: int,
     if carried:
         for _ in range(max(warmup // batch, 1)):
             leader.estimate_gradient()  # updates the critic; θ stays fixed
-    t0 = time.perf_counter()
-    est = np.array([leader.estimate_gradient() for _ in range(reps)])
-    seconds = (time.perf_counter() - t0) / reps
+    estimates: list[np.ndarray] = []
+    seconds, _ = timed(lambda: estimates.append(leader.estimate_gradient()), reps)
+    est = np.array(estimates)
     mean = est.mean(0)
     gn = np.linalg.norm(g)
     tr_cov = float(((est - mean) ** 2).sum(1).mean())
@@ -146,35 +152,46 @@ def plot(results: list[dict], thetas: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__, quick_help="few estimates, batches 100 and 1000, print only")
     p.add_argument("--beta", type=float, default=0.001)
     p.add_argument("--batches", default="100,400,1000,10000")
     p.add_argument("--reps", type=int, default=400, help="estimates at batch 100 (fewer "
                    "for larger batches: reps·100/batch, at least --min-reps)")
     p.add_argument("--min-reps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=200_000, help="SARSA warm-up transitions")
-    p.add_argument("--quick", action="store_true", help="few estimates, print only")
-    p.add_argument("--out", default="docs/results/estimator_accuracy")
+    p.add_argument("--results", default="results/four_rooms",
+                   help="a BC-HG results folder to take the learned θ from")
+    p.add_argument("--out", default="docs/results/estimator_accuracy",
+                   help="path stem of the .md, .png and .json written (not with --quick)")
     p.add_argument("--replot", action="store_true", help="redraw the figure from the JSON")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.replot:
         out = Path(args.out)
         data = json.loads((out.parent / (out.name + ".json")).read_text())
         plot(data["results"], list(data["info"]), out.parent / (out.name + ".png"))
-        return
+        return 0
+    report = Report("estimator_accuracy", args)
+    with single_threaded(args.blas_threads):
+        measure_all(args)
+    return report.finish()
+
+
+def measure_all(args) -> None:
+    """The measurement of :func:`main` (arguments parsed): print, and write unless quick."""
     if args.quick:
         args.reps, args.min_reps, args.warmup, args.batches = 40, 10, 20_000, "100,1000"
     batches = [int(b) for b in args.batches.split(",")]
-    threadpool_limits(1)
-    theta_learned, source = learned_theta(args.beta)
+    theta_learned, source = learned_theta(args.beta, args.results,
+                                          200 if args.quick else 2000)
+    print(f"β = {args.beta}; learned θ: {source}", flush=True)
     thetas = {"start": np.random.default_rng(0).normal(0.0, 0.01, 105), "learned": theta_learned}
     br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=args.beta)
     info = {name: {"objective": leader_objective(br, th),
                    "grad_norm": float(np.linalg.norm(hypergradient(br, th)))}
             for name, th in thetas.items()}
     results = []
-    t0 = time.time()
+    clock = Stopwatch()
     for name, th in thetas.items():
         for method in METHODS:
             for batch in batches:
@@ -184,7 +201,7 @@ def main() -> None:
                 print(f"{name:8s} {method:20s} {batch:6d}  bias {r['bias']:.3g} "
                       f"(floor {r['bias_floor']:.2g})  var {r['variance']:.3g}  "
                       f"cos {r['mean_cos']:.3f}  cos(mean) {r['cos_of_mean']:.3f}  "
-                      f"[{time.time() - t0:.0f}s]", flush=True)
+                      f"[{clock.seconds:.0f}s]", flush=True)
     text = table(results, info)
     print(text)
     if args.quick:
@@ -194,7 +211,8 @@ def main() -> None:
     md, png, js = (out.parent / (out.name + ext) for ext in (".md", ".png", ".json"))
     plot(results, list(thetas), png)
     header = (f"# Estimator accuracy on Four-Rooms (β = {args.beta}, slip 1/3)\n\n"
-              f"Generated by `python benchmarks/estimator_accuracy.py --beta {args.beta}` "
+              f"Generated by `python -m bilevel_agents.benchmarks.estimator_accuracy --beta "
+              f"{args.beta}` "
               f"({time.strftime('%Y-%m-%d')}). Learned θ: {source}. SARSA critics warmed up on "
               f"{args.warmup} transitions at the fixed θ (α_SA 0.5), then updated by every "
               f"measured batch. Batches of n transitions use max(1, n/200) streams (the "
@@ -205,4 +223,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
