@@ -1,4 +1,4 @@
-"""``bilevel`` command line: train (grids × seeds), evaluate, plot, bench.
+"""``bilevel`` command line: train (grids × seeds), evaluate, plot, bench, reproduce.
 
 Examples::
 
@@ -6,36 +6,24 @@ Examples::
         --iterations 10000 --seeds 0-9 --lr 0.5,0.1 --sarsa-alpha 0.3,0.5 --out results/fr
     bilevel evaluate results/fr --best-known 0.608
     bilevel plot results/fr --best-known 0.608
-    bilevel bench
+    bilevel bench --quick
+
+A user error (a bad number, an unknown env, leader or option, a leader that does not fit the
+env, a missing or damaged results folder, an unwritable output folder, a results folder of
+another run) ends with one line naming the problem and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_seeds"]
+from bilevel_agents.cli_types import Parser, number, number_list, parse_seeds, seeds
 
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"0,3,5"`` or ``"2"`` → list of ints."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                lo, hi = part.split("-")
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise ValueError(f"--seeds must look like '0-9' or '0,3,5', got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds must be non-negative integers, got {text!r}")
-    return seeds
+__all__ = ["build_parser", "main", "parse_seeds"]
 
 
 def _value(text: str) -> Any:
@@ -62,50 +50,59 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _list(text: str | None) -> list[Any] | None:
-    return None if text is None else [_value(t) for t in text.split(",")]
+def _existing_folder(path: str) -> Path:
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"results folder {path!r} does not exist")
+    return root
 
 
+# ---------------------------------------------------------------------- commands
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
+    from bilevel_agents.experiments.sweep import RunSpec, grid, run_one, run_sweep
     from bilevel_agents.leaders import get_leader
 
     get_leader(args.leader)  # an unknown name is a usage error before anything runs
-    axes = {k: v for k, v in (("lr", _list(args.lr)), ("batch_size", _list(args.batch_size)),
-                               ("sarsa_alpha", _list(args.sarsa_alpha))) if v is not None}
+    axes = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size),
+                              ("sarsa_alpha", args.sarsa_alpha)) if v is not None}
     fixed = _pairs(args.leader_kwargs, "--leader-kwargs")
     env_kwargs = _pairs(args.env_kwargs, "--env-kwargs")
     specs = [RunSpec(env=args.env, leader=args.leader, beta=args.beta, seed=seed,
                      iterations=args.iterations, leader_kwargs={**fixed, **point},
-                     env_kwargs=env_kwargs, out=args.out, tail=args.tail)
-             for point in grid(**axes) for seed in parse_seeds(args.seeds)]
+                     env_kwargs=env_kwargs, out=args.out, tail=args.tail,
+                     checkpoint_every=args.checkpoint_every, follower=args.follower)
+             for point in grid(**axes) for seed in args.seeds]
     if len(specs) == 1:  # a single run shows its own progress bar
-        from bilevel_agents.experiments.sweep import run_one
-
         results = [run_one(specs[0], progress=True)]
     else:
         results = run_sweep(specs, workers=args.workers, backend=args.backend)
     scores = [r["tail_mean_objective"] for r in results if "tail_mean_objective" in r]
-    print(f"{len(results)} runs in {args.out}; mean last-{args.tail} objective "
-          f"{sum(scores) / max(len(scores), 1):.4f}")
+    score = f"{sum(scores) / len(scores):.4f}" if scores else "n/a (no exact objective)"
+    print(f"{len(results)} runs in {args.out}; mean last-{args.tail} objective {score}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bilevel_agents.experiments.references import gap_share
     from bilevel_agents.experiments.results import score_table
 
-    rows = score_table(args.results, tail=args.tail)
+    rows = score_table(_existing_folder(args.results), tail=args.tail)
     if not rows:
-        print(f"no runs with an objective under {args.results}")
-        return 1
-    print(f"| grid point | seeds | iterations | last-{args.tail} mean J ± SE |"
-          + (" share of gap |" if args.best_known is not None else ""))
-    print("|---|---|---|---|" + ("---|" if args.best_known is not None else ""))
+        raise ValueError(f"no runs with an objective under {args.results!r}")
+    gap = args.best_known is not None
+    print(f"| grid point | seeds | iterations | start J | last-{args.tail} mean J ± SE |"
+          + (" share of gap |" if gap else ""))
+    print("|---|---|---|---|---|" + ("---|" if gap else ""))
     for r in rows:
-        line = f"| {r['point']} | {r['seeds']} | {r['iterations']} | {r['mean']:.4f} ± {r['se']:.4f} |"
-        if args.best_known is not None:
-            start = args.start if args.start is not None else 0.0
-            line += f" {(r['mean'] - start) / (args.best_known - start):.1%} |"
+        start = args.start if args.start is not None else r["start"]
+        line = (f"| {r['point']} | {r['seeds']} | {r['iterations']} | "
+                f"{'n/a' if start is None else f'{start:.4f}'} | "
+                f"{r['mean']:.4f} ± {r['se']:.4f} |")
+        if gap:
+            if start is None or start == args.best_known:
+                line += " n/a |"
+            else:
+                line += f" {gap_share(r['mean'], start, args.best_known):.1%} |"
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
@@ -115,24 +112,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from bilevel_agents.experiments.results import plot_results
 
-    for path in plot_results(args.results, args.out, tail=args.tail,
+    for path in plot_results(_existing_folder(args.results), args.out, tail=args.tail,
                              best_known=args.best_known):
         print(path)
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    root = Path(args.dir)
-    scripts = sorted(root.glob("bench_*.py")) if root.is_dir() else []
-    if not scripts:
-        raise ValueError(f"no benchmarks found in {str(root)!r} (run from the repository root)")
-    code = 0
-    for script in scripts:
-        if args.only and args.only not in script.name:
-            continue
-        print(f"== {script.name}", flush=True)
-        code |= subprocess.call([sys.executable, str(script)] + (["--quick"] if args.quick else []))
-    return code
+    from bilevel_agents import benchmarks
+
+    names = benchmarks.available()
+    if args.list:
+        print("\n".join(names))
+        return 0
+    chosen = [n for n in names if args.only is None or args.only in n]
+    if not chosen:
+        raise ValueError(f"--only {args.only!r} matches no benchmark; available: {names}")
+    return benchmarks.run(chosen, quick=args.quick)
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -142,48 +138,71 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bilevel", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    """The ``bilevel`` parser (help shows every default)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = Parser(prog="bilevel", description=__doc__.split("\n")[0], formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    t = sub.add_parser("train", help="train a leader over a grid of hyper-parameters × seeds")
-    t.add_argument("--env", default="BiLevel/FourRooms-v0")
-    t.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE")
-    t.add_argument("--leader", default="bchg")
-    t.add_argument("--beta", type=float, default=0.001)
-    t.add_argument("--iterations", type=int, default=10_000)
-    t.add_argument("--seeds", default="0")
-    t.add_argument("--lr", help="comma list, e.g. 0.5,0.1")
-    t.add_argument("--batch-size", help="comma list of transitions per iteration")
-    t.add_argument("--sarsa-alpha", help="comma list of SARSA step sizes")
-    t.add_argument("--leader-kwargs", nargs="*", metavar="KEY=VALUE")
-    t.add_argument("--out", default="results/run")
-    t.add_argument("--workers", type=int, default=1)
+    t = sub.add_parser("train", help="train a leader over a grid of hyper-parameters × seeds",
+                       formatter_class=fmt)
+    t.add_argument("--env", default="BiLevel/FourRooms-v0",
+                   help="a registered Gymnasium id or a game of bilevel_envs.games")
+    t.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keyword arguments")
+    t.add_argument("--leader", default="bchg",
+                   help="bchg, naive_pgd, hpgd, hpgd_mc, hpgd_sa, hpgd_oracle, sobirl, biac, exact")
+    t.add_argument("--follower", default="exact",
+                   help="exact, kstep:K[:carry|reset], soft-q-learning[:k=v,...], "
+                        "sb3:ALGO[:k=v,...]")
+    t.add_argument("--beta", type=number(float, low=0.0, low_open=True), default=0.001,
+                   help="the follower's entropy temperature")
+    t.add_argument("--iterations", type=number(int, low=1), default=10_000,
+                   help="outer iterations of every run")
+    t.add_argument("--seeds", type=seeds, default=[0], metavar="SEEDS",
+                   help="e.g. 0-9 or 0,3,5")
+    t.add_argument("--lr", type=number_list(float, low=0.0, low_open=True),
+                   help="comma list of step sizes (a grid axis); default: the method's")
+    t.add_argument("--batch-size", type=number_list(int, low=1),
+                   help="comma list of transitions per iteration (a grid axis)")
+    t.add_argument("--sarsa-alpha", type=number_list(float, low=0.0, high=1.0, low_open=True),
+                   help="comma list of SARSA step sizes (a grid axis)")
+    t.add_argument("--leader-kwargs", nargs="*", metavar="KEY=VALUE",
+                   help="more leader options, e.g. optimizer=adam critic=exact")
+    t.add_argument("--out", default="results/run", help="results folder")
+    t.add_argument("--workers", type=number(int, low=1), default=1,
+                   help="parallel processes (local backend)")
     t.add_argument("--backend", default="local", choices=["local", "ray"])
-    t.add_argument("--tail", type=int, default=1000)
+    t.add_argument("--tail", type=number(int, low=1), default=1000,
+                   help="the score is the mean objective over the last TAIL iterations")
+    t.add_argument("--checkpoint-every", type=number(int, low=1), default=500,
+                   help="checkpoint period in iterations")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("evaluate", help="score table of a results folder")
-    e.add_argument("results")
-    e.add_argument("--tail", type=int, default=1000)
-    e.add_argument("--best-known", type=float)
-    e.add_argument("--start", type=float, help="objective at the start (for the gap share)")
+    e = sub.add_parser("evaluate", help="score table of a results folder", formatter_class=fmt)
+    e.add_argument("results", help="a results folder written by `bilevel train`")
+    e.add_argument("--tail", type=number(int, low=1), default=1000,
+                   help="score = mean objective over the last TAIL iterations")
+    e.add_argument("--best-known", type=number(float), help="best known objective")
+    e.add_argument("--start", type=number(float),
+                   help="start objective for the gap share (default: each run's first value)")
     e.add_argument("--json", help="also write the table as JSON here")
     e.set_defaults(func=_cmd_evaluate)
 
-    pl = sub.add_parser("plot", help="learning curves and incentive map of a results folder")
-    pl.add_argument("results")
-    pl.add_argument("--out")
-    pl.add_argument("--tail", type=int, default=1000)
-    pl.add_argument("--best-known", type=float)
+    pl = sub.add_parser("plot", help="learning curves and incentive map of a results folder",
+                        formatter_class=fmt)
+    pl.add_argument("results", help="a results folder written by `bilevel train`")
+    pl.add_argument("--out", help="where the figures go (default: the results folder)")
+    pl.add_argument("--tail", type=number(int, low=1), default=1000)
+    pl.add_argument("--best-known", type=number(float), help="best known objective")
     pl.set_defaults(func=_cmd_plot)
 
-    b = sub.add_parser("bench", help="run the benchmarks in ./benchmarks")
-    b.add_argument("--dir", default="benchmarks")
-    b.add_argument("--only", help="substring of the benchmark file name")
-    b.add_argument("--quick", action="store_true")
+    b = sub.add_parser("bench", help="run the speed and accuracy benchmarks",
+                       formatter_class=fmt)
+    b.add_argument("--only", help="substring of a benchmark's name")
+    b.add_argument("--quick", action="store_true", help="short settings")
+    b.add_argument("--list", action="store_true", help="list the benchmarks")
     b.set_defaults(func=_cmd_bench)
 
-    r = sub.add_parser("reproduce", help="re-run a paper experiment (bilevel_agents.reproduce)")
+    r = sub.add_parser("reproduce", help="re-run a paper experiment", formatter_class=fmt)
     r.add_argument("task", choices=["four-rooms"])
     r.add_argument("options", nargs=argparse.REMAINDER, help="see `bilevel reproduce TASK -h`")
     r.set_defaults(func=_cmd_reproduce)
@@ -191,12 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for a user error)."""
+    from bilevel_agents.runs import RunBusy
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as err:
+    except (ValueError, RunBusy) as err:
         print(f"bilevel: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. an unwritable --out
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"bilevel: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bilevel: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

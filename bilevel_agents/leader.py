@@ -310,19 +310,24 @@ class Leader:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: θ, iteration, RNG state, optimiser, critic, family."""
+        """Everything that affects the future: θ, iteration, generator, optimiser, critic, the
+        family's state (replay buffers) and the best response's (the follower's warm start)."""
         state = {"theta": self.theta, "iteration": self.iteration,
                  "rng": self.rng.bit_generator.state,
                  "adam": {"m": self._adam["m"].copy(), "v": self._adam["v"].copy(),
                           "t": int(self._adam["t"])},
-                 "family": self.family.state_dict()}
+                 "family": self.family.state_dict(),
+                 "best_response": self.br.state_dict()}
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`."""
-        self.br.set_config(state["theta"])
+        """Restore a :meth:`state_dict` (the follower exactly as it was, without a re-solve)."""
+        if "best_response" in state:
+            self.br.load_state_dict(state["best_response"])
+        else:
+            self.br.set_config(state["theta"])
         self.iteration = int(state["iteration"])
         self.rng.bit_generator.state = state["rng"]
         if "adam" in state:

@@ -20,7 +20,7 @@ import numpy as np
 
 from bilevel_envs.followers.soft_value_iteration import TabularSoftFollower
 from bilevel_envs.model import TabularModel
-from bilevel_envs.utils import check_beta
+from bilevel_envs.utils import as_real_array, check_beta
 
 __all__ = ["Batch", "ConfigurableEnv", "ContextualMixin", "TabularConfigurableEnv", "TabularModel",
            "check_beta"]
@@ -76,7 +76,7 @@ class ConfigurableEnv(gym.Env):
     # ------------------------------------------------------------------ θ plumbing
     def validate_config(self, theta: Any) -> np.ndarray:
         """Return θ as a float64 array, or raise ``ValueError`` naming the problem."""
-        arr = np.asarray(theta, dtype=np.float64)
+        arr = as_real_array("config (theta)", theta)
         shape = self.config_space.shape
         if arr.shape != shape:
             raise ValueError(f"config (theta) must have shape {shape}, got {arr.shape}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_beta", "check_choice", "check_float", "check_int"]
+__all__ = ["as_real_array", "check_beta", "check_choice", "check_float", "check_int"]
 
 
 def check_beta(beta: float) -> float:
@@ -68,3 +68,19 @@ def check_choice(name: str, value: object, choices: tuple) -> object:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def as_real_array(name: str, value: object) -> np.ndarray:
+    """``value`` as a float64 array; complex, string and object inputs are refused (numpy
+    would drop an imaginary part with only a warning).
+
+    Raises:
+        ValueError: naming ``name``.
+    """
+    if np.iscomplexobj(value):
+        raise ValueError(f"{name} must be real, got a complex array")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers, got {value!r}") from None
+    return arr

@@ -28,6 +28,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from bilevel_agents.cli_types import Parser, number
 from bilevel_agents.experiments.references import FOUR_ROOMS, FOUR_ROOMS_AUTHORS
 from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
@@ -197,16 +198,17 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``bilevel reproduce four-rooms [options]`` (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="bilevel reproduce", description=__doc__.split("\n")[0])
+    p = Parser(prog="bilevel reproduce", description=__doc__.split("\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task", choices=["four-rooms"])
     p.add_argument("--quick", action="store_true",
                    help="authors' best grid points only, batch 100, slip 1/3, 3 seeds, "
                         "2000 iterations (overridable by the options below)")
-    p.add_argument("--betas", type=float, nargs="+")
-    p.add_argument("--batches", type=int, nargs="+")
-    p.add_argument("--slips", type=float, nargs="+")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--betas", type=number(float, low=0.0, low_open=True), nargs="+")
+    p.add_argument("--batches", type=number(int, low=1), nargs="+")
+    p.add_argument("--slips", type=number(float, low=0.0, high=1.0), nargs="+")
+    p.add_argument("--seeds", type=number(int, low=1), help="seeds per grid point")
+    p.add_argument("--iterations", type=number(int, low=1))
     p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
     p.add_argument("--grid", choices=["full", "best"], help="the paper's grids or the "
                    "authors' best points (default: full, best with --quick)")
@@ -215,11 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "uniform start, ~10x costlier), 'first' = first episode per stream")
     p.add_argument("--oracle-unvisited", default=UNVISITED[0], choices=UNVISITED,
                    help="HPGD (oracle): on-policy pairs its batch missed are dropped, or their "
-                        "empty averages read as 0 (see bilevel_agents.hpgd)")
-    p.add_argument("--workers", type=int, default=1)
+                        "empty averages read as 0 (see bilevel_agents.leaders.hpgd)")
+    p.add_argument("--workers", type=number(int, low=1), default=1)
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--out", default="results/four_rooms")
-    p.add_argument("--report", default="docs/results/four_rooms_reproduction.md")
+    p.add_argument("--report", help="where the Markdown report goes (default: "
+                   "OUT/four_rooms_reproduction.md; a file under docs/ only with --write-docs)")
+    p.add_argument("--write-docs", action="store_true",
+                   help="allow --report to replace a file under docs/ (the shipped results)")
     p.add_argument("--no-run", action="store_true", help="only write the report")
     args = p.parse_args(argv)
     quick = args.quick
@@ -237,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(specs)} runs under {args.out} ({'quick' if quick else 'full'} study)")
     if not args.no_run:
         run_sweep(specs, workers=args.workers, backend=args.backend)
-    report = Path(args.report)
+    report = Path(args.report) if args.report else Path(args.out) / "four_rooms_reproduction.md"
+    if "docs" in report.resolve().parts and not args.write_docs:
+        raise ValueError(f"--report {str(report)!r} is under docs/ (the shipped results); pass "
+                         "--write-docs to replace it")
     report.parent.mkdir(parents=True, exist_ok=True)
     text = four_rooms_report(out=args.out, betas=betas, batches=batches, slips=slips,
                              tail=min(1000, iterations),

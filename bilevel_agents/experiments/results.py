@@ -18,12 +18,25 @@ __all__ = ["load_runs", "plot_results", "score_table", "smooth"]
 
 
 def _read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a ``metrics.csv``.
+
+    Raises:
+        ValueError: a damaged file (a value that is not a number), naming the file and row.
+    """
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
-            for k in rows[0]}
+    out: dict[str, list[float]] = {k: [] for k in rows[0]}
+    for i, row in enumerate(rows):
+        for k in out:
+            value = row.get(k)
+            try:
+                out[k].append(float(value) if value not in (None, "") else np.nan)
+            except ValueError:
+                raise ValueError(f"{path} is damaged: row {i + 2}, column {k!r} is "
+                                 f"{value!r}") from None
+    return {k: np.array(v) for k, v in out.items()}
 
 
 def load_runs(root: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -50,12 +63,22 @@ def _tail_mean(m: dict[str, np.ndarray], tail: int) -> float:
     return float(obj[-tail:].mean()) if obj.size else float("nan")
 
 
+def _first(m: dict[str, np.ndarray]) -> float:
+    """The run's first evaluated objective (its start value)."""
+    obj = m.get("objective")
+    if obj is None:
+        return float("nan")
+    obj = obj[np.isfinite(obj)]
+    return float(obj[0]) if obj.size else float("nan")
+
+
 def score_table(root: str | Path, tail: int = 1000) -> list[dict[str, Any]]:
     """One row per grid point: leader, seeds, mean ± SE of the last-``tail`` mean objective,
     iterations reached; sorted by leader then score (best first)."""
     rows = []
     for point, runs in load_runs(root).items():
         scores = np.array([_tail_mean(r["metrics"], tail) for r in runs])
+        starts = np.array([_first(r["metrics"]) for r in runs])
         scores = scores[np.isfinite(scores)]
         if scores.size == 0:
             continue
@@ -63,6 +86,7 @@ def score_table(root: str | Path, tail: int = 1000) -> list[dict[str, Any]]:
         se = scores.std(ddof=1) / np.sqrt(scores.size) if scores.size > 1 else float("nan")
         rows.append({"point": point, "leader": runs[0]["config"].get("leader", "?"),
                      "seeds": int(scores.size), "mean": float(scores.mean()), "se": float(se),
+                     "start": float(np.nanmean(starts)) if np.isfinite(starts).any() else None,
                      "iterations": int(iters), "config": runs[0]["config"]})
     rows.sort(key=lambda r: (r["leader"], -r["mean"]))
     return rows
@@ -134,11 +158,12 @@ def _plot_incentive(root: Path, best: dict[str, dict[str, Any]], out: Path) -> P
     if not summaries:
         return None
     summary = json.loads(summaries[0].read_text())
-    if "FourRooms" not in summary.get("env", ""):
+    config = json.loads((summaries[0].parent / "config.json").read_text())
+    if "FourRooms" not in config.get("env", ""):
         return None
     from bilevel_agents.experiments.sweep import make_best_response
 
-    br = make_best_response(summary["env"], summary["beta"], summary.get("env_kwargs"))
+    br = make_best_response(config["env"], config["beta"], config.get("env_kwargs"))
     br.set_config(np.asarray(summary["final_theta"]))
     img = br.problem.render_rgb(br.problem.incentive, policy=br.policy)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))

@@ -17,14 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
+from bilevel_envs.utils import check_beta, check_int
 
-__all__ = ["RunSpec", "grid", "make_best_response", "run_one", "run_sweep", "summarize_run"]
+__all__ = ["RunSpec", "grid", "make_best_response", "run_one", "run_sweep"]
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run. ``leader_kwargs`` go to the leader class (lr, batch_size, ...)."""
+    """One training run. ``leader_kwargs`` go to the leader class (lr, batch_size, ...).
+
+    The run is identified by everything but ``out``, ``checkpoint_every`` and ``tail`` (which
+    do not change its results): :meth:`identity` is stored in the run folder, and a folder of
+    another identity is refused (:class:`~bilevel_agents.runs.RunMismatch`).
+    """
 
     env: str
     leader: str
@@ -36,9 +41,28 @@ class RunSpec:
     out: str = "results"
     checkpoint_every: int = 500
     tail: int = 1000  # the score is the mean objective over the last `tail` iterations
+    follower: str = "exact"
+
+    def __post_init__(self) -> None:
+        check_int("iterations", self.iterations, 1)
+        check_int("seed", self.seed, 0)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        check_int("tail", self.tail, 1)
+        check_beta(self.beta)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes the run this run (stored and checked in its folder)."""
+        from bilevel_agents.leaders import get_leader
+
+        return {"run_spec": {"env": self.env, "env_kwargs": dict(self.env_kwargs),
+                             "beta": float(self.beta), "follower": self.follower,
+                             "leader": get_leader(self.leader).name,
+                             "leader_kwargs": dict(self.leader_kwargs), "seed": int(self.seed),
+                             "iterations": int(self.iterations)}}
 
     @property
     def run_dir(self) -> Path:
+        """``out/<leader>_<kwargs>/seed<seed>`` (plus the follower when it is not exact)."""
         def flat(key: str, val: Any) -> list[str]:
             if isinstance(val, dict):
                 return [p for k, v in sorted(val.items()) for p in flat(k, v)]
@@ -46,6 +70,8 @@ class RunSpec:
 
         parts = [self.leader] + [p for k, v in sorted(self.leader_kwargs.items())
                                  for p in flat(k, v)]
+        if self.follower != "exact":
+            parts.append("follower" + self.follower.replace(":", "-"))
         return Path(self.out) / "_".join(parts) / f"seed{self.seed}"
 
 
@@ -55,8 +81,15 @@ def grid(**axes: Iterable[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(axes[k] for k in keys))]
 
 
-def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """``BestResponse`` over a registered Gymnasium id or a ``bilevel_envs.games`` module."""
+def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None = None,
+                       follower: str = "exact", seed: int | None = None) -> Any:
+    """The follower's best response over a registered Gymnasium id or a ``bilevel_envs.games``
+    module, with the follower given by a spec string (``"exact"``, ``"kstep:5:carry"``, ...;
+    :func:`bilevel_envs.followers.make_follower`).
+
+    Raises:
+        ValueError: an unknown env, an env kwarg it does not take, a bad follower spec.
+    """
     import gymnasium as gym
 
     import bilevel_envs  # noqa: F401  (registers the ids)
@@ -64,44 +97,47 @@ def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None 
 
     env_kwargs = dict(env_kwargs or {})
     if env in gym.registry:
-        return BestResponse(gym.make(env, **env_kwargs), beta=beta)
-    try:
-        module = importlib.import_module(f"bilevel_envs.games.{env}")
-    except ModuleNotFoundError:
-        raise ValueError(f"unknown env {env!r}: not a registered Gymnasium id nor a game of "
-                         f"bilevel_envs.games") from None
-    return GameBestResponse(module.env(**env_kwargs), beta=beta)
+        try:
+            made = gym.make(env, **env_kwargs)
+        except TypeError as err:  # an unknown keyword argument of the env's constructor
+            raise ValueError(f"env {env!r} does not take these kwargs {sorted(env_kwargs)}: "
+                             f"{err}") from None
+        wrapper = BestResponse
+    else:
+        try:
+            module = importlib.import_module(f"bilevel_envs.games.{env}")
+        except ModuleNotFoundError:
+            raise ValueError(f"unknown env {env!r}: not a registered Gymnasium id nor a game "
+                             f"of bilevel_envs.games") from None
+        try:
+            made = module.env(**env_kwargs)
+        except TypeError as err:
+            raise ValueError(f"game {env!r} does not take these kwargs {sorted(env_kwargs)}: "
+                             f"{err}") from None
+        wrapper = GameBestResponse
+    if follower == "exact":
+        return wrapper(made, beta=beta)
+    from bilevel_envs.followers import make_follower
 
-
-def summarize_run(history: list[dict[str, float]], tail: int) -> dict[str, float]:
-    """Final and last-``tail`` mean objective of one run."""
-    obj = np.array([r.get("objective", np.nan) for r in history], dtype=float)
-    obj = obj[np.isfinite(obj)]
-    if obj.size == 0:
-        return {"iterations": len(history)}
-    return {"iterations": len(history), "final_objective": float(obj[-1]),
-            "tail_mean_objective": float(obj[-tail:].mean())}
+    return wrapper(made, beta=beta,
+                   follower=make_follower(follower, made.unwrapped, beta, seed=seed))
 
 
 def run_one(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
-    """Train one run (resuming if its folder has a checkpoint); returns its summary."""
+    """Train one run (resuming from its folder; a finished run is read back); its summary.
+
+    Raises:
+        ValueError: bad settings, or a folder holding a run of another specification.
+    """
     from bilevel_agents.leaders import get_leader
 
-    run_dir = spec.run_dir
-    done = run_dir / "summary.json"
-    if done.exists():
-        return json.loads(done.read_text())
     leader_cls = get_leader(spec.leader)
-    br = make_best_response(spec.env, spec.beta, spec.env_kwargs)
+    br = make_best_response(spec.env, spec.beta, spec.env_kwargs, spec.follower, spec.seed)
     leader = leader_cls(br, seed=spec.seed, **spec.leader_kwargs)
-    history = leader.learn(spec.iterations, run_dir=run_dir, progress=progress,
-                           checkpoint_every=spec.checkpoint_every)
-    summary = {**asdict(spec), **summarize_run(history, spec.tail),
-               "final_theta": leader.theta.tolist()}
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, done)
-    return summary
+    leader.learn(spec.iterations, run_dir=spec.run_dir, progress=progress,
+                 checkpoint_every=spec.checkpoint_every, spec=spec.identity(), tail=spec.tail)
+    summary = json.loads((spec.run_dir / "summary.json").read_text())
+    return {**asdict(spec), **summary}
 
 
 def _run_quiet(spec: RunSpec) -> dict[str, Any]:

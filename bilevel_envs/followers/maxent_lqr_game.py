@@ -105,6 +105,10 @@ class MaxEntLQRGameFollower:
             W = W * np.eye(k) if W.ndim == 0 else W.reshape(k, k)
             if not (np.all(np.isfinite(K)) and np.all(np.isfinite(W))):
                 raise ValueError("leader gain K and noise W must be finite")
+            if np.linalg.eigvalsh(W @ W.T).min() <= 0.0:
+                # a degenerate Gaussian leader has no density: ∇log f does not exist
+                raise ValueError(f"leader noise W must be non-singular (W Wᵀ positive "
+                                 f"definite), got W={W.tolist()!r}")
         g = self.gamma
         A_eff = p.A + p.C @ K
         P = discounted_riccati(A_eff, p.B, p.Qbar, p.Rbar, g)

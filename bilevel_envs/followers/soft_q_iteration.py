@@ -203,10 +203,14 @@ class SoftQIterationFollower:
         return np.linalg.solve(M, rhs).reshape(n_s, n_a, n_b)
 
     def _set_q(self, q: np.ndarray) -> None:
-        self._q = q
-        self._v = self.beta * logsumexp(q / self.beta, axis=2)
-        self._pi = np.exp((q - self._v[..., None]) / self.beta)
-        self._pi /= self._pi.sum(axis=2, keepdims=True)
+        with np.errstate(all="ignore"):  # checked below
+            v = self.beta * logsumexp(q / self.beta, axis=2)
+            pi = np.exp((q - v[..., None]) / self.beta)
+            pi /= pi.sum(axis=2, keepdims=True)
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(v)) and np.all(np.isfinite(pi))):
+            raise ValueError(f"the follower's soft best response is not finite at "
+                             f"beta={self.beta!r} (Q/β overflows float64); use a larger beta")
+        self._q, self._v, self._pi = q, v, pi
         self._cdf = np.cumsum(self._pi, axis=2)
 
     def _check(self) -> None:

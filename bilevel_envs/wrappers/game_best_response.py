@@ -37,7 +37,7 @@ import numpy as np
 from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.games.base import LeaderFollowerGame
 from bilevel_envs.games.policies import TabularSoftmax
-from bilevel_envs.utils import check_beta
+from bilevel_envs.utils import as_real_array, check_beta
 
 __all__ = ["GameBatch", "GameBestResponse"]
 
@@ -263,7 +263,7 @@ class GameBestResponse(gym.Env):
 
     def theta_to_policy(self, theta: Any) -> Any:
         """The leader policy that θ encodes (the argument of :meth:`set_leader_policy`)."""
-        theta = np.asarray(theta, dtype=np.float64)
+        theta = as_real_array("config (theta)", theta)
         if theta.shape != self.config_space.shape or not np.all(np.isfinite(theta)):
             raise ValueError(f"config (theta) must be a finite array of shape "
                              f"{self.config_space.shape}, got {theta.shape}")

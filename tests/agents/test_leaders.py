@@ -170,5 +170,37 @@ def test_cli_trains_a_game_leader(tmp_path):
                  "game-bchg", "--beta", "0.05", "--iterations", "5", "--seeds", "0",
                  "--lr", "0.05", "--out", str(out), "--tail", "5"]) == 0
     summary = json.loads(next(out.glob("*/seed0/summary.json")).read_text())
-    assert summary["env"] == "toy_game_v0" and np.isfinite(summary["final_objective"])
+    config = json.loads(next(out.glob("*/seed0/config.json")).read_text())
+    assert config["env"] == "toy_game_v0" and config["env_kwargs"] == {"reward": 2}
+    assert np.isfinite(summary["final_objective"])
     assert main(["train", "--env", "no_such_game", "--iterations", "1"]) == 2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"batch_size": 1.5}, "batch_size must be an integer"),
+    ({"batch_size": True}, "batch_size must be an integer"),
+    ({"n_envs": 3}, "n_envs must divide"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"lr": 1j}, "lr must be a finite number"),
+    ({"sarsa_alpha": 0.0}, "sarsa_alpha"),
+    ({"clip_groups": (100, 4)}, "clip_groups"),
+    ({"episodes": 3}, "unknown option"),
+])
+def test_leader_options_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BCHG(make_br(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"benefit_samples": 0}, "benefit_samples must be an integer >= 1"),
+    ({"buffer_episodes": 0}, "buffer_episodes must be an integer >= 1"),
+    ({"episodes": 0.5}, "episodes must be an integer"),
+    ({"critic_exploration": 0.3}, "critic_exploration is for linear-Gaussian"),
+    ({"batch_size": 100}, "unknown option"),
+])
+def test_game_leader_options_are_validated(kwargs, match):
+    from bilevel_envs.games import toy_game_v0
+    from bilevel_envs.wrappers import GameBestResponse
+
+    with pytest.raises(ValueError, match=match):
+        BCHG(GameBestResponse(toy_game_v0.env(), beta=0.05), **kwargs)

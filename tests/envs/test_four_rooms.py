@@ -630,3 +630,9 @@ def test_bad_rollout_args_raise(kwargs, name):
     br = BestResponse(gym.make(ENV_ID), beta=0.005)
     with pytest.raises(ValueError, match=name):
         br.rollout(**kwargs)
+
+
+def test_complex_theta_is_rejected():
+    env = make()
+    with pytest.raises(ValueError, match="must be real"):
+        env.set_config(np.zeros(105) + 1j)

@@ -283,3 +283,13 @@ def test_leader_score_matches_finite_differences():
         assert np.allclose(fd, sc, rtol=1e-5, atol=1e-4 * np.abs(sc).max())
 
 
+
+
+def test_bad_leader_policies_and_temperatures_raise():
+    with pytest.raises(ValueError, match="non-singular"):
+        GameBestResponse(lqr_game_v0.env(), beta=0.1, leader_policy=(np.zeros((1, 2)), 0.0))
+    with pytest.raises(ValueError, match="not finite at beta=1e-300"):
+        GameBestResponse(toy_game_v0.env(), beta=1e-300)
+    br = GameBestResponse(toy_game_v0.env(), beta=0.05)
+    with pytest.raises(ValueError, match="must be real"):
+        br.set_config(np.zeros(6) + 1j)
