@@ -59,15 +59,16 @@ def _existing_folder(path: str) -> Path:
 
 # ---------------------------------------------------------------------- commands
 def _cmd_train(args: argparse.Namespace) -> int:
-    from bilevel_agents.experiments.sweep import RunSpec, grid, run_one, run_sweep
+    from bilevel_agents.experiments.sweep import RunSpec, default_beta, grid, run_one, run_sweep
     from bilevel_agents.leaders import get_leader
 
     get_leader(args.leader)  # an unknown name is a usage error before anything runs
+    env_kwargs = _pairs(args.env_kwargs, "--env-kwargs")
+    beta = args.beta if args.beta is not None else default_beta(args.env, env_kwargs)
     axes = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size),
                               ("sarsa_alpha", args.sarsa_alpha)) if v is not None}
     fixed = _pairs(args.leader_kwargs, "--leader-kwargs")
-    env_kwargs = _pairs(args.env_kwargs, "--env-kwargs")
-    specs = [RunSpec(env=args.env, leader=args.leader, beta=args.beta, seed=seed,
+    specs = [RunSpec(env=args.env, leader=args.leader, beta=beta, seed=seed,
                      iterations=args.iterations, leader_kwargs={**fixed, **point},
                      env_kwargs=env_kwargs, out=args.out, tail=args.tail,
                      checkpoint_every=args.checkpoint_every, follower=args.follower)
@@ -149,12 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a registered Gymnasium id or a game of bilevel_envs.games")
     t.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env keyword arguments")
     t.add_argument("--leader", default="bchg",
-                   help="bchg, naive_pgd, hpgd, hpgd_mc, hpgd_sa, hpgd_oracle, sobirl, biac, exact")
+                   help="bchg, naive_pgd, hpgd, hpgd_mc, hpgd_sa, hpgd_oracle, sobirl, biac, exact, "
+                        "amd, zero_order")
     t.add_argument("--follower", default="exact",
                    help="exact, kstep:K[:carry|reset], soft-q-learning[:k=v,...], "
                         "sb3:ALGO[:k=v,...]")
-    t.add_argument("--beta", type=number(float, low=0.0, low_open=True), default=0.001,
-                   help="the follower's entropy temperature")
+    t.add_argument("--beta", type=number(float, low=0.0, low_open=True),
+                   help="the follower's entropy temperature (default: the problem's "
+                        "documented one: Four-Rooms 0.001, building 0.1, toy game 0.05, ...)")
     t.add_argument("--iterations", type=number(int, low=1), default=10_000,
                    help="outer iterations of every run")
     t.add_argument("--seeds", type=seeds, default=[0], metavar="SEEDS",
@@ -203,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
 
     r = sub.add_parser("reproduce", help="re-run a paper experiment", formatter_class=fmt)
-    r.add_argument("task", choices=["four-rooms"])
+    r.add_argument("task", choices=["four-rooms", "hpgd-table1"])
     r.add_argument("options", nargs=argparse.REMAINDER, help="see `bilevel reproduce TASK -h`")
     r.set_defaults(func=_cmd_reproduce)
     return p

@@ -116,8 +116,9 @@ class Leader:
             ... for configurable MDPs; ``episodes``, ... for games: see
             :mod:`bilevel_agents.families`). Unknown names raise ``ValueError``.
 
-    Defaults: a method's documented protocol on each family, from :attr:`Family.defaults`
-    (step options of sample-based leaders) and the method's own :attr:`family_defaults`.
+    Defaults: each method's documented protocol on each family, from the family's
+    :meth:`~bilevel_agents.families.base.Family.default_options` and the method's own
+    :attr:`family_defaults` (docs/methods.md lists them).
     """
 
     #: short name used by the CLI and in result folders
@@ -140,7 +141,7 @@ class Leader:
             allowed = ", ".join(f.label for f in self.families)
             raise ValueError(f"{self.name} is defined on {allowed}; got {family_cls.label} "
                              f"({type(br.problem).__name__})")
-        defaults: dict[str, Any] = dict(family_cls.defaults) if self.samples else {}
+        defaults = family_cls.default_options(br, self.samples)
         for klass in reversed(family_cls.__mro__):
             for cls in reversed(type(self).__mro__):
                 defaults.update(getattr(cls, "family_defaults", {}).get(klass, {}))

@@ -34,12 +34,22 @@ __all__ = ["default_evaluator", "describe_problem", "train"]
 
 
 def default_evaluator(leader: Any) -> Callable[[], dict[str, float]] | None:
-    """Exact ``J_L`` at the current θ if the problem has an exact model, else ``None``."""
-    from bilevel_agents.exact import has_exact_objective, leader_objective
+    """Exact ``J_L(θ)`` under the exact best response, the problem's documented report metrics
+    (:func:`bilevel_agents.exact.report_metrics`) and, for a follower that is not exact, the
+    objective under the follower's actual policy and its gap
+    (:func:`bilevel_agents.exact.follower_metrics`), if the problem has an exact model."""
+    from bilevel_agents.exact import (
+        follower_metrics,
+        has_exact_objective,
+        leader_objective,
+        report_metrics,
+    )
 
     if not has_exact_objective(leader.br):
         return None
-    return lambda: {"objective": leader_objective(leader.br)}
+    br = leader.br
+    return lambda: {"objective": leader_objective(br), **report_metrics(br),
+                    **follower_metrics(br)}
 
 
 def describe_problem(br: Any) -> dict[str, Any]:

@@ -72,6 +72,11 @@ class ConfigurableEnv(gym.Env):
     gamma_follower: float
     gamma_leader: float
     max_episode_steps: int
+    #: sizes of consecutive groups of θ with separate meanings (leaders may clip them
+    #: separately); ``None``: one group
+    config_groups: tuple[int, ...] | None = None
+    #: the follower temperature β of the problem's documented experiments (CLI default)
+    default_beta: float | None = None
 
     # ------------------------------------------------------------------ θ plumbing
     def validate_config(self, theta: Any) -> np.ndarray:

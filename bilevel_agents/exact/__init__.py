@@ -15,18 +15,24 @@ Importing this package registers all of them. Nothing here imports a leader.
 from bilevel_agents.exact import building, games, tabular
 from bilevel_agents.exact.dispatch import (
     at_config,
+    follower_metrics,
+    follower_metrics_impl,
     has_exact_objective,
     hypergradient,
     hypergradient_impl,
     leader_objective,
     leader_objective_impl,
     problem_of,
+    report_metrics,
+    report_metrics_impl,
 )
 from bilevel_agents.exact.tabular import leader_values, tabular_hypergradient
 
 __all__ = [
     "at_config",
     "building",
+    "follower_metrics",
+    "follower_metrics_impl",
     "games",
     "has_exact_objective",
     "hypergradient",
@@ -35,6 +41,8 @@ __all__ = [
     "leader_objective_impl",
     "leader_values",
     "problem_of",
+    "report_metrics",
+    "report_metrics_impl",
     "tabular",
     "tabular_hypergradient",
 ]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["at_config", "has_exact_objective", "hypergradient", "hypergradient_impl",
-           "leader_objective", "leader_objective_impl", "problem_of"]
+           "leader_objective", "leader_objective_impl", "problem_of", "report_metrics",
+           "report_metrics_impl", "follower_metrics", "follower_metrics_impl"]
 
 
 def problem_of(br: Any) -> Any:
@@ -58,6 +59,31 @@ def leader_objective_impl(problem: Any, br: Any, theta: Any) -> float:
 def hypergradient_impl(problem: Any, br: Any, theta: Any) -> np.ndarray:
     """Exact ``∇θ J_L`` of ``problem`` at ``theta`` (registered per problem type)."""
     raise NotImplementedError(f"no exact hypergradient for {type(problem).__name__}")
+
+
+@functools.singledispatch
+def report_metrics_impl(problem: Any, br: Any) -> dict[str, float]:
+    """The exact metrics a problem's documented results use, beside ``J_L`` (default none)."""
+    return {}
+
+
+def report_metrics(br: Any) -> dict[str, float]:
+    """Exact metrics of the current θ in the units of the problem's documented results (e.g.
+    the toy game's 150-step return, the LQR game's 100-step return); ``{}`` if none."""
+    return {k: float(v) for k, v in report_metrics_impl(problem_of(br), br).items()}
+
+
+@functools.singledispatch
+def follower_metrics_impl(problem: Any, br: Any) -> dict[str, float]:
+    """Exact metrics of the follower the leader actually faces (default none)."""
+    return {}
+
+
+def follower_metrics(br: Any) -> dict[str, float]:
+    """For a follower that is not the exact best response: ``objective_actual`` (the leader's
+    exact objective under the follower's actual policy) and ``follower_gap`` (its soft-value
+    gap to the best response), where the problem can compute them exactly; else ``{}``."""
+    return {k: float(v) for k, v in follower_metrics_impl(problem_of(br), br).items()}
 
 
 def has_exact_objective(br: Any) -> bool:

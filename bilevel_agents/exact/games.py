@@ -29,7 +29,11 @@ import numpy as np
 import scipy.optimize as sopt
 import torch
 
-from bilevel_agents.exact.dispatch import hypergradient_impl, leader_objective_impl
+from bilevel_agents.exact.dispatch import (
+    hypergradient_impl,
+    leader_objective_impl,
+    report_metrics_impl,
+)
 from bilevel_envs.followers.maxent_lqr_game import discounted_riccati
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
 from bilevel_envs.games.toy_logic import ToyModel, toy_model
@@ -354,3 +358,20 @@ def _(problem: LQRGameEnv, br: Any, theta: Any) -> np.ndarray:
     theta = br.config if theta is None else np.asarray(theta, dtype=np.float64)
     K = br.theta_to_policy(theta)[0]
     return lqr_objective_and_grad(K, **_lqr_kwargs(br))[1].reshape(theta.shape)
+
+
+@report_metrics_impl.register
+def _(problem: ToyGameEnv, br: Any) -> dict[str, float]:
+    """The paper's toy metrics: the undiscounted and the discounted 150-step return."""
+    kw = _toy_kwargs(br)
+    T = problem.max_cycles
+    return {f"return_{T}": toy_objective(br.leader_policy, horizon=T, gamma=1.0, **kw),
+            f"discounted_{T}": toy_objective(br.leader_policy, horizon=T,
+                                             gamma=problem.gamma_leader, **kw)}
+
+
+@report_metrics_impl.register
+def _(problem: LQRGameEnv, br: Any) -> dict[str, float]:
+    """The paper's LQR metric: the undiscounted 100-step leader return from s0."""
+    kw = {**_lqr_kwargs(br), "horizon": problem.max_cycles, "gamma": 1.0}
+    return {f"return_{problem.max_cycles}": lqr_objective(br.leader_gain, **kw)}

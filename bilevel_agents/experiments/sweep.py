@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from bilevel_envs.utils import check_beta, check_int
 
-__all__ = ["RunSpec", "grid", "make_best_response", "run_one", "run_sweep"]
+__all__ = ["RunSpec", "default_beta", "grid", "make_best_response", "run_one", "run_sweep"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,31 @@ def make_best_response(env: str, beta: float, env_kwargs: dict[str, Any] | None 
 
     return wrapper(made, beta=beta,
                    follower=make_follower(follower, made.unwrapped, beta, seed=seed))
+
+
+def default_beta(env: str, env_kwargs: dict[str, Any] | None = None) -> float:
+    """The follower temperature of a problem's documented experiments (``default_beta``).
+
+    Raises:
+        ValueError: an unknown env, or one that documents no default (pass β explicitly).
+    """
+    import gymnasium as gym
+
+    import bilevel_envs  # noqa: F401
+
+    if env in gym.registry:
+        problem = gym.make(env, disable_env_checker=True, **dict(env_kwargs or {})).unwrapped
+    else:
+        try:
+            problem = importlib.import_module(f"bilevel_envs.games.{env}").raw_env(
+                **dict(env_kwargs or {}))
+        except ModuleNotFoundError:
+            raise ValueError(f"unknown env {env!r}: not a registered Gymnasium id nor a game "
+                             f"of bilevel_envs.games") from None
+    beta = getattr(problem, "default_beta", None)
+    if beta is None:
+        raise ValueError(f"{env} documents no default beta; pass --beta")
+    return float(beta)
 
 
 def run_one(spec: RunSpec, progress: bool = False) -> dict[str, Any]:

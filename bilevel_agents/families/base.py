@@ -34,8 +34,10 @@ class Family:
     label: ClassVar[str] = "problems"
     #: the sampling options of this family (a dataclass that validates itself)
     Options: ClassVar[type] = type("Options", (), {})
-    #: default step options of sample-based leaders on this family (e.g. Adam for games)
+    #: default options of sample-based leaders on this family: its documented protocol
     defaults: ClassVar[dict[str, Any]] = {}
+    #: default options of every leader on this family, exact ones included
+    init_defaults: ClassVar[dict[str, Any]] = {}
     #: whether a step to a θ the problem refuses is rejected instead of raising
     rejects_infeasible_steps: ClassVar[bool] = False
     #: whether the partial-derivative estimate needs a leader critic
@@ -44,6 +46,12 @@ class Family:
     def __init__(self, br: Any, **options: Any):
         self.br = br
         self.options = self.Options(**options)
+
+    @classmethod
+    def default_options(cls, br: Any, samples: bool) -> dict[str, Any]:
+        """The defaults a leader starts from (:attr:`init_defaults`, plus :attr:`defaults` for
+        sample-based leaders); the method's own defaults and the caller's options win."""
+        return {**cls.init_defaults, **(cls.defaults if samples else {})}
 
     @property
     def problem(self) -> Any:

@@ -88,6 +88,17 @@ class ContinuousFamily(ConfigurableFamily):
 
     label = "continuous configurable MDPs"
     Options = ContinuousOptions
+    #: the paper's protocol (App. C.5): 10^4 transitions = 100 episodes × 100 steps
+    defaults = {"batch_size": 10_000, "n_envs": 100}
+
+    @classmethod
+    def default_options(cls, br: Any, samples: bool) -> dict[str, Any]:
+        """Also clips the problem's parameter groups separately (``config_groups``, e.g.
+        insulation and airflow in building control), as the authors do."""
+        out = super().default_options(br, samples)
+        if samples and br.problem.config_groups is not None:
+            out["clip_groups"] = tuple(br.problem.config_groups)
+        return out
 
     def __init__(self, br: Any, **options: Any):
         super().__init__(br, **options)

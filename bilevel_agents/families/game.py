@@ -82,7 +82,7 @@ class GameFamily(Family):
 
     label = "Markov games"
     Options = GameOptions
-    defaults = {"lr": 0.01, "optimizer": "adam"}
+    defaults = {"optimizer": "adam"}
     rejects_infeasible_steps = True
 
     def __init__(self, br: Any, **options: Any):
@@ -210,6 +210,9 @@ class TabularGameFamily(GameFamily):
     """Games with finitely many states and leader actions (the toy game)."""
 
     label = "tabular Markov games"
+    #: the toy game's protocol (docs/results/games.md): Adam 0.003, no clipping (the authors'
+    #: toy configs have none), 3 episodes of 150 steps per iteration
+    defaults = {"lr": 0.003, "optimizer": "adam", "max_grad_norm": None, "episodes": 3}
 
     def __init__(self, br: Any, **options: Any):
         super().__init__(br, **options)
@@ -254,6 +257,12 @@ class GaussianGameFamily(GameFamily):
     """Games with a linear-Gaussian leader ``a ~ N(Ks, W²)`` (the LQR game)."""
 
     label = "linear-Gaussian Markov games"
+    #: the LQR game's protocol (docs/results/games.md, the authors' Fig. 5): Adam 0.1, clip 1,
+    #: 4 episodes of 100 steps, 10 iterations of N(0, 1) exploration
+    defaults = {"lr": 0.1, "optimizer": "adam", "max_grad_norm": 1.0, "episodes": 4,
+                "explore_iterations": 10}
+    #: the paper draws the initial gain K0 ~ N(0, I)
+    init_defaults = {"init_scale": 1.0}
 
     @property
     def benefit_samples(self) -> int:

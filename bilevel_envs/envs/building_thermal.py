@@ -126,6 +126,10 @@ class BuildingThermalEnv(ConfigurableEnv):
     """
 
     metadata = {"render_modes": []}
+    #: the paper's follower temperature (App. C.5)
+    default_beta = 0.1
+    #: θ = (insulation logits (4), airflow logits (4)): two groups (the authors clip them apart)
+    config_groups = (N_ZONES, N_ZONES)
 
     def __init__(self, noise_std: float = 0.02, init_std: float = 5.0, gamma: float = 0.9,
                  max_episode_steps: int = 100, config_bound: float = 20.0,

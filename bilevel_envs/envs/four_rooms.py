@@ -176,6 +176,8 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
     """Four-Rooms configurable MDP (optionally contextual); see the module docstring."""
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
+    #: the follower's temperature of the paper's first experiment (β ∈ {0.001, 0.003, 0.005})
+    default_beta = 0.001
 
     def __init__(self, size: int = 13, slip_prob: float = 1 / 3, incentive_budget: float = 0.2,
                  penalty_weight: float = 5.0, gamma_follower: float = 0.99,
@@ -309,20 +311,30 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
         return P
 
     def _incentive_probs(self, theta: np.ndarray) -> np.ndarray:
-        z = np.exp(theta - theta.max())
-        return z / z.sum()
+        """``softmax(θ)`` over the last axis (θ may be a stack ``(N, n_cells + 1)``)."""
+        z = np.exp(theta - theta.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
 
-    def _on_config_change(self) -> None:
-        p = self._incentive_probs(self._config)
+    def reward_tables(self, theta: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(r_F, r_L, incentive)`` at θ: ``(..., S, 4)``, ``(..., S, 4)``, ``(..., S)``.
+
+        θ is one parameter or a stack ``(N, n_cells + 1)`` (N runs at once, the same numbers
+        as one at a time); it is not validated and the env is not changed.
+        """
+        p = self._incentive_probs(np.asarray(theta, dtype=np.float64))
         goal = self._is_goal
-        inc = np.where(goal, 0.0, -self.incentive_budget * p[self._state_cell])
+        inc = np.where(goal, 0.0, -self.incentive_budget * p[..., self._state_cell])
         r_f = np.where(goal, inc + 1.0, inc)
         r_l = np.where(self._state_cell == self.target_cell, 1.0, 0.0)
-        r_l = np.where(goal, r_l - self.penalty_weight * self.incentive_budget * (1.0 - p[-1]),
-                       r_l)
+        r_l = np.where(goal, r_l - self.penalty_weight * self.incentive_budget
+                       * (1.0 - p[..., -1:]), r_l)
+        r_l = np.broadcast_to(r_l, inc.shape)
+        return (np.repeat(r_f[..., None], 4, axis=-1), np.repeat(r_l[..., None], 4, axis=-1),
+                inc)
+
+    def _on_config_change(self) -> None:
+        self._r_follower, self._r_leader, inc = self.reward_tables(self._config)
         self.incentive = inc  # (S,): the follower's incentive in each state
-        self._r_follower = np.repeat(r_f[:, None], 4, axis=1)
-        self._r_leader = np.repeat(r_l[:, None], 4, axis=1)
 
     def tabular_model(self, theta: Any = None) -> TabularModel:
         """The exact model at ``theta`` (the current config if ``None``; it is not changed);
@@ -358,9 +370,12 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
         With ``p = softmax(θ)``: ``∂/∂p_c = −κ Σ_{s in cell c, not a goal} Σ_b c_F(s,b)``,
         ``∂/∂p_last = λ κ Σ_{goal states g} Σ_b c_L(g,b)``, and ``∇θ = p ⊙ (e − p·e)``.
         """
-        p = self._incentive_probs(np.asarray(theta, dtype=np.float64))
-        e = np.zeros_like(p)
+        theta = np.asarray(theta, dtype=np.float64)
         c_follower, c_leader = np.asarray(c_follower), np.asarray(c_leader)
+        if theta.ndim == 2:
+            return self._stacked_rewards_vjp(theta, c_follower, c_leader)
+        p = self._incentive_probs(theta)
+        e = np.zeros_like(p)
         if self.n_contexts == 1:  # states are cells
             e[: self.n_cells] = -self.incentive_budget * c_follower.sum(axis=1)
             e[self.goal_state] = 0.0
@@ -371,6 +386,20 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
         e[-1] = self.penalty_weight * self.incentive_budget \
             * c_leader[self.goal_states].sum()
         return p * (e - p @ e)
+
+    def _stacked_rewards_vjp(self, theta, c_follower, c_leader) -> np.ndarray:
+        """:meth:`tabular_rewards_vjp` of N runs: θ ``(N, d)``, tables ``(N, S, 4)``; row n is
+        bit for bit the single-θ result (the same reductions, ``p·e`` by one ``dot`` per run)."""
+        if self.n_contexts != 1:
+            raise NotImplementedError("stacked θ: one context only")
+        p = self._incentive_probs(theta)
+        e = np.zeros_like(p)
+        e[:, : self.n_cells] = -self.incentive_budget * c_follower.sum(axis=-1)
+        e[:, self.goal_state] = 0.0
+        e[:, -1] = self.penalty_weight * self.incentive_budget \
+            * c_leader[:, self.goal_states].sum(axis=(-2, -1))
+        pe = np.matmul(p[:, None, :], e[:, :, None])[:, :, 0]
+        return p * (e - pe)
 
     # ------------------------------------------------------------------ simulator
     def sample_initial_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -386,14 +415,25 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
         three uniformly."""
         states = np.asarray(states, dtype=np.int64)
         actions = np.asarray(actions, dtype=np.int64)
-        n = states.shape[0]
-        slip = rng.random(n) < self.simulator_slip_prob
-        other = (actions + rng.integers(1, 4, size=n)) % 4
+        nxt, term = self.transition_from_draws(states, actions,
+                                               self.transition_draws(states.shape[0], rng))
+        return nxt, self._r_follower[states, actions], self._r_leader[states, actions], term
+
+    def transition_draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """The random numbers :meth:`transition` draws for ``n`` transitions, in its order."""
+        return rng.random(n), rng.integers(1, 4, size=n)
+
+    def transition_from_draws(self, states: np.ndarray, actions: np.ndarray,
+                              draws: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(next_states, terminated)`` of :meth:`transition` given its draws (any shape: e.g.
+        the streams of many runs at once, all at their own θ: the dynamics do not depend on θ)."""
+        u, shift = draws
+        slip = u < self.simulator_slip_prob
+        other = (actions + shift) % 4
         actual = np.where(slip, other, actions)
         nxt = self.move_table[states, actual]
         term = self.terminal[states]
-        nxt = np.where(term, states, nxt)
-        return nxt, self._r_follower[states, actions], self._r_leader[states, actions], term
+        return np.where(term, states, nxt), term
 
     def state_to_obs(self, state: Any) -> int:
         """The state index ``k · n_cells + c``."""

@@ -313,6 +313,8 @@ class _TaxEconomy(ContextualMixin):
     """Arguments, θ plumbing and contexts shared by the continuous and the tabular env."""
 
     metadata = {"render_modes": []}
+    #: the smallest of HPGD's temperatures (β ∈ {0.1, 0.2, 0.3})
+    default_beta = 0.1
 
     def _init_economy(self, preferences, noise_std, gamma, max_episode_steps, config_bound,
                       render_mode) -> None:

@@ -33,6 +33,11 @@ Optional members
   (a :class:`~bilevel_envs.core.Batch` of the follower's own actions at the current θ). The
   wrappers never call it on their own; a training loop calls ``br.observe(batch)``, which is a
   no-op for followers without ``observe``.
+* ``exact``: ``True`` for an exact best-response solver (the exact ground truth may then read
+  its policy); absent or ``False`` otherwise.
+* ``policy_readout()``: the policy it acts with, for *evaluation* only (the exact objective under
+  the follower the leader actually faces), also for followers that publish nothing; leaders
+  never call it.
 * ``state_dict()`` / ``load_state_dict(state)``: a snapshot of everything that affects its
   future answers (a warm start, a Q-table, network weights and optimiser moments, a replay
   buffer, the follower's own random generators), as plain arrays, numbers and dicts; used for

@@ -109,6 +109,9 @@ class KStepSoftFollower(TabularSoftFollower):
         (104, 4)
     """
 
+    #: a k-step answer is not the exact best response
+    exact = False
+
     def __init__(self, beta: float, k: int, start: str = "carry", *, backups: int = 5,
                  form: str = "paper", init_std: float = 1.0, seed: int | None = None):
         super().__init__(beta)
@@ -182,6 +185,9 @@ class KStepSoftQIterationFollower(SoftQIterationFollower):
         tol: early-stop tolerance (as :class:`SoftQIterationFollower`).
     """
 
+    #: a k-step answer is not the exact best response
+    exact = False
+
     def __init__(self, beta: float, k: int, start: str = "carry", *, gamma: float = 0.99,
                  bootstrap: str = "paper", init_std: float = 1.0, seed: int | None = None,
                  tol: float = 1e-10):
@@ -239,6 +245,9 @@ class KStepMaxEntLQRFollower(MaxEntLQRFollower):
         k: Riccati steps per solve.
         start: ``"carry"`` or ``"reset"`` (deterministic: no generator needed).
     """
+
+    #: a k-step answer is not the exact best response
+    exact = False
 
     def __init__(self, beta: float, k: int, start: str = "carry"):
         self.k, self.start = _check_k(k), _check_start(start)

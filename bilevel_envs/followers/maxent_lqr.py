@@ -356,6 +356,9 @@ class MaxEntLQRFollower:
         model: solve this fixed :class:`LQRModel` instead of asking the problem (optional).
     """
 
+    #: the exact best response (solved to tolerance)
+    exact = True
+
     def __init__(self, beta: float, model: LQRModel | None = None):
         self.beta = check_beta(beta)
         self.solution: MaxEntLQRSolution | None = None

@@ -66,6 +66,9 @@ class MaxEntLQRGameFollower:
     ``policy(s, a) -> (mean, cov)``, ``soft_v(s, a)``, ``soft_q(s, a, b)`` on batches.
     """
 
+    #: the exact best response (solved to tolerance)
+    exact = True
+
     def __init__(self, beta: float, gamma: float = 0.95):
         self.beta = check_beta(beta)
         if not 0.0 <= float(gamma) < 1.0:

@@ -107,6 +107,9 @@ class SoftQIterationFollower:
         (3, 2, 3)
     """
 
+    #: the exact best response (solved to tolerance)
+    exact = True
+
     def __init__(self, beta: float, gamma: float = 0.99, bootstrap: str = "paper",
                  method: str = "policy_iteration", tol: float = 1e-10,
                  max_iterations: int = 100_000, warm_start: bool = True):

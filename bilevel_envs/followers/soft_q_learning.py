@@ -220,6 +220,12 @@ class SoftQLearning:
         """``softmax(Q/β)`` ``(S, B)``, or ``None`` in black-box mode."""
         return self._pi if self.publish and self.q is not None else None
 
+    def policy_readout(self) -> np.ndarray | None:
+        """The Boltzmann policy it acts with, ``(S, B)``, published or not: an experimenter's
+        read-out for *evaluation* (the exact objective under the follower the leader faces);
+        leaders must not use it (they see :attr:`policy`, ``None`` in black-box mode)."""
+        return None if self.q is None else self._pi
+
     @property
     def soft_q(self) -> np.ndarray | None:
         """The table ``Q`` ``(S, B)`` (an estimate of ``Q_F``), or ``None`` in black-box mode."""

@@ -35,23 +35,28 @@ from bilevel_envs.utils import check_beta
 
 __all__ = ["FORMS", "FollowerGap", "SoftVIResult", "TabularSoftFollower",
            "follower_optimality_gap", "official_to_soft_q", "soft_bellman_backup",
-           "soft_policy_evaluation", "soft_policy_iteration", "soft_value", "soft_value_iteration"]
+           "soft_newton_step", "soft_policy_evaluation", "soft_policy_iteration", "soft_value",
+           "soft_value_iteration", "stacked_soft_value_iteration"]
 
 _SOLVERS = ("newton", "value_iteration")
 
 
 def soft_value(q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, g)`` with ``V(s) = β logsumexp_b Q(s,b)/β`` and ``g = softmax_b Q/β`` (eq. 18)."""
-    q_max = q.max(axis=1, keepdims=True)
+    """``(V, g)`` with ``V(s) = β logsumexp_b Q(s,b)/β`` and ``g = softmax_b Q/β`` (eq. 18).
+
+    ``q`` is ``(S, B)`` or a stack ``(N, S, B)`` (actions on the last axis).
+    """
+    q_max = q.max(axis=-1, keepdims=True)
     z = np.exp((q - q_max) / beta)
-    total = z.sum(axis=1, keepdims=True)
-    v = q_max[:, 0] + beta * np.log(total[:, 0])
+    total = z.sum(axis=-1, keepdims=True)
+    v = q_max[..., 0] + beta * np.log(total[..., 0])
     return v, z / total
 
 
 def soft_bellman_backup(q: np.ndarray, model: TabularModel, r: np.ndarray, beta: float,
                         gamma: float) -> np.ndarray:
-    """One soft backup ``r + γ C V(Q)`` with ``C`` the model's continuation matrix."""
+    """One soft backup ``r + γ C V(Q)`` with ``C`` the model's continuation matrix (``q`` may be
+    a stack ``(N, S, B)`` with a :class:`~bilevel_envs.model.StackedTabularModel`)."""
     v, _ = soft_value(q, beta)
     return r + gamma * model.continuation_values(v)
 
@@ -124,18 +129,73 @@ def soft_value_iteration(
         if solver == "value_iteration":
             q = tq
             continue
-        # Newton step: exact soft evaluation of g = softmax(Q/β), entropy bonus included:
-        # V = Σ_b g (r + β(−log g) + γ C V)  ⇔  (I − γ G C) V = Σ_b g (r − β log g)
-        v_soft, g = soft_value(q, beta)
-        # −β log g = V_soft(Q) − Q exactly (no log of tiny probabilities)
-        rhs = (g * (r + v_soft[:, None] - q)).sum(axis=1)
-        v = model.solve_discounted(model.policy_transition(g), rhs, gamma)
-        q = r + gamma * model.continuation_values(v)
+        q = soft_newton_step(q, model, r, beta, gamma)
     else:
         if max_iterations is None:
             raise RuntimeError(f"soft value iteration did not reach tol={tol} (residual "
                                f"{residual:.3g} after {iterations} iterations)")
         residual = float(np.max(np.abs(soft_bellman_backup(q, model, r, beta, gamma) - q)))
+    v, g = soft_value(q, beta)
+    return SoftVIResult(q=q, v=v, policy=g, iterations=iterations, residual=residual)
+
+
+def soft_newton_step(q: np.ndarray, model: Any, r: np.ndarray, beta: float,
+                     gamma: float) -> np.ndarray:
+    """One Newton step on the soft Bellman operator (soft policy iteration).
+
+    Exact soft evaluation of ``g = softmax(Q/β)``, entropy bonus included:
+    ``V = Σ_b g (r + β(−log g) + γ C V)  ⇔  (I − γ P_g) V = Σ_b g (r − β log g)``, then
+    ``Q ← r + γ C V``. ``q`` is ``(S, B)`` with a :class:`~bilevel_envs.model.TabularModel`, or
+    a stack ``(N, S, B)`` with a :class:`~bilevel_envs.model.StackedTabularModel` (the same
+    arithmetic, run by run).
+    """
+    v_soft, g = soft_value(q, beta)
+    # −β log g = V_soft(Q) − Q exactly (no log of tiny probabilities)
+    rhs = (g * (r + v_soft[..., None] - q)).sum(axis=-1)
+    v = model.solve_discounted(model.policy_transition(g), rhs, gamma)
+    return r + gamma * model.continuation_values(v)
+
+
+def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.ndarray, *,
+                                 tol: float = 1e-10, max_iterations: int = 10_000
+                                 ) -> SoftVIResult:
+    """:func:`soft_value_iteration` (Newton) for N problems at once: the follower of N runs.
+
+    ``model`` is a :class:`~bilevel_envs.model.StackedTabularModel` (one structure, N reward
+    tables) and ``q0`` the ``(N, S, B)`` warm starts. Every run takes exactly the steps the
+    single solver takes from its own warm start: a run leaves the stack once its soft Bellman
+    residual is ``<= tol`` (converged runs are masked out), so its iterates, iteration count and
+    residual are those of :func:`soft_value_iteration` (stacked dense solves are LAPACK's
+    single-matrix solves in a loop in C: bit for bit the same).
+
+    Returns:
+        A :class:`SoftVIResult` whose fields are stacked: ``q``/``policy`` ``(N, S, B)``,
+        ``v`` ``(N, S)``, ``iterations`` ``(N,)`` ints and ``residual`` ``(N,)``.
+    Raises:
+        RuntimeError: a run that does not converge within ``max_iterations`` Newton steps.
+    """
+    q = np.array(q0, dtype=np.float64)
+    n = q.shape[0]
+    iterations = np.zeros(n, dtype=np.int64)
+    residual = np.full(n, np.inf)
+    active = np.arange(n)
+    while active.size:
+        sub = model if active.size == n else model.subset(active)
+        qa = q[active]
+        res = np.abs(soft_bellman_backup(qa, sub, sub.r_follower, beta, gamma) - qa).max(
+            axis=(-2, -1))
+        residual[active] = res
+        keep = res > tol
+        if not keep.all():
+            active, qa = active[keep], qa[keep]
+            if not active.size:
+                break
+            sub = model.subset(active)
+        if iterations[active].max() >= max_iterations:
+            raise RuntimeError(f"soft value iteration did not reach tol={tol} after "
+                               f"{max_iterations} Newton steps")
+        iterations[active] += 1
+        q[active] = soft_newton_step(qa, sub, sub.r_follower, beta, gamma)
     v, g = soft_value(q, beta)
     return SoftVIResult(q=q, v=v, policy=g, iterations=iterations, residual=residual)
 
@@ -191,6 +251,11 @@ class TabularSoftFollower:
                                       policy=np.array(r["policy"], dtype=np.float64),
                                       iterations=int(r["iterations"]),
                                       residual=float(r["residual"])))
+
+    @property
+    def exact(self) -> bool:
+        """Whether this follower is the exact best response (solved to ``tol``, no step cap)."""
+        return self.max_iterations is None
 
     def _solved(self) -> SoftVIResult:
         if self.result is None:

@@ -35,6 +35,8 @@ class LeaderFollowerGame(AECEnv):
     possible_agents = [LEADER, FOLLOWER]
     #: the keyword arguments the game was made with (set by the module's ``raw_env``)
     init_kwargs: dict = {}
+    #: the follower temperature β of the game's documented experiments (CLI default)
+    default_beta: float | None = None
 
     def __init__(self, max_cycles: int, render_mode: str | None = None):
         super().__init__()

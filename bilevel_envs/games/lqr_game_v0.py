@@ -52,6 +52,8 @@ class LQRGameEnv(LeaderFollowerGame):
     """The raw AEC LQR game (see the module docstring)."""
 
     metadata = {"name": "lqr_game_v0", "render_modes": ["ansi"], "is_parallelizable": False}
+    #: the paper's follower temperature (App. C.6)
+    default_beta = 0.1
 
     def __init__(self, max_cycles: int = 100, gamma_follower: float = 0.95,
                  gamma_leader: float = 0.99, params: LQRGameParams | None = None,

@@ -59,6 +59,8 @@ class ToyGameEnv(LeaderFollowerGame):
     """The raw AEC toy game (see the module docstring)."""
 
     metadata = {"name": "toy_game_v0", "render_modes": ["ansi"], "is_parallelizable": False}
+    #: the paper's follower temperature (App. C.3)
+    default_beta = 0.05
 
     def __init__(self, reward: int = 2, max_cycles: int = 150, gamma_follower: float = 0.99,
                  gamma_leader: float = 0.99, render_mode: str | None = None):

@@ -53,7 +53,7 @@ def _translate(case: dict) -> dict:
     kw = case.get("kwargs", {})
     if case["leader"] == "hpgd_continuous" and "leader_value" in kw:
         kw["leader_value"] = {"td": "q", "mc": "return"}[kw["leader_value"]]
-    if "clip_groups" in kw:
+    if kw.get("clip_groups") is not None:
         kw["clip_groups"] = tuple(kw["clip_groups"])
     return case
 
