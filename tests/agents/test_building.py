@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
-from scipy.stats import multivariate_normal
 
 import bilevel_envs  # noqa: F401  (registers the ids)
 from bilevel_agents.exact import hypergradient, leader_objective
@@ -18,38 +15,15 @@ from bilevel_agents.exact.building import (
     partial_gradient,
 )
 from bilevel_envs.envs.building_thermal import BuildingThermalEnv
-from bilevel_envs.followers.maxent_lqr import (
-    LQRModel,
-    MaxEntLQRFollower,
-    riccati_iteration,
-    riccati_torch,
-    solve_discounted_dare,
-    solve_maxent_lqr,
-)
 from bilevel_envs.wrappers import BestResponse
-
-ENV_ID = "BiLevel/BuildingThermal-v0"
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="bilevel_envs.envs.building_thermal:BuildingThermalEnv",
-                 max_episode_steps=100)
-
-BETA = 0.1
-J_START = -261.963  # known_optima.md, θ = 0
-J_BEST = -162.50  # known_optima.md, α = (1,0,1,1), airflow = (0,0.778,1,1)
-
-
-@pytest.fixture
-def env():
-    return BuildingThermalEnv()
-
-
-@pytest.fixture
-def br():
-    return BestResponse(BuildingThermalEnv(), beta=BETA)
-
-
-def _rand_theta(seed):
-    return np.random.default_rng(seed).normal(0.0, 1.5, 8)
+from tests.envs.test_building_thermal import (  # noqa: F401  (shared fixtures)
+    BETA,
+    J_BEST,
+    J_START,
+    _rand_theta,
+    br,
+    env,
+)
 
 
 # ---------------------------------------------------------------------- exact objective
@@ -133,12 +107,14 @@ def test_exact_leader_critic(br):
 
 # ---------------------------------------------------------------------- leaders (phase 2)
 from bilevel_agents import BCHG, HPGD, NaivePGD  # noqa: E402
+from bilevel_agents.critics import (
+    ExactBuildingCritic,  # noqa: E402
+    MLPCritic,  # noqa: E402
+)
 from bilevel_agents.estimators.theorem1 import (  # noqa: E402
     crossfit_residual,
     quadratic_features,
 )
-from bilevel_agents.critics import ExactBuildingCritic  # noqa: E402
-from bilevel_agents.critics import MLPCritic  # noqa: E402
 
 
 def _cos(a, b):

@@ -1,26 +1,11 @@
-"""Markov games: PettingZoo conformance, followers, exact ground truth, Theorem 2, leaders."""
+"""Markov games: exact ground truth, Theorem 2 estimators and leaders."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
-from pettingzoo.test import api_test, parallel_api_test, seed_test
-from pettingzoo.utils.conversions import parallel_to_aec
 
-from bilevel_agents.exact import hypergradient, leader_objective
-from bilevel_agents.exact.games import (
-    lqr_objective,
-    lqr_objective_and_grad,
-    toy_exact,
-    toy_hypergradient,
-    toy_indifference,
-    toy_objective,
-    toy_policy_from_p,
-)
 from bilevel_agents import BCHG, BiAC, NaivePGD
 from bilevel_agents.critics import TabularGameCritic
 from bilevel_agents.estimators.returns import discounted_forward_sum, discounted_reverse_sum
@@ -32,10 +17,17 @@ from bilevel_agents.estimators.theorem2 import (
     theorem2_gradient,
     theorem2_weights,
 )
-from bilevel_envs.followers.maxent_lqr_game import MaxEntLQRGameFollower, discounted_riccati
-from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower, soft_q_backup
+from bilevel_agents.exact import hypergradient, leader_objective
+from bilevel_agents.exact.games import (
+    lqr_objective,
+    lqr_objective_and_grad,
+    toy_exact,
+    toy_hypergradient,
+    toy_indifference,
+    toy_objective,
+    toy_policy_from_p,
+)
 from bilevel_envs.games import lqr_game_v0, toy_game_v0
-from bilevel_envs.games.toy_logic import toy_model
 from bilevel_envs.wrappers import GameBestResponse
 
 GAMES = [toy_game_v0, lqr_game_v0]

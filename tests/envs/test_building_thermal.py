@@ -10,13 +10,6 @@ from gymnasium.utils.env_checker import check_env
 from scipy.stats import multivariate_normal
 
 import bilevel_envs  # noqa: F401  (registers the ids)
-from bilevel_agents.exact import hypergradient, leader_objective
-from bilevel_agents.exact.building import (
-    building_objective,
-    building_objective_torch,
-    exact_leader_critic,
-    partial_gradient,
-)
 from bilevel_envs.envs.building_thermal import BuildingThermalEnv
 from bilevel_envs.followers.maxent_lqr import (
     LQRModel,
@@ -29,9 +22,6 @@ from bilevel_envs.followers.maxent_lqr import (
 from bilevel_envs.wrappers import BestResponse
 
 ENV_ID = "BiLevel/BuildingThermal-v0"
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="bilevel_envs.envs.building_thermal:BuildingThermalEnv",
-                 max_episode_steps=100)
 
 BETA = 0.1
 J_START = -261.963  # known_optima.md, θ = 0

@@ -1,4 +1,4 @@
-"""Markov games: PettingZoo conformance, followers, exact ground truth, Theorem 2, leaders."""
+"""Markov games: PettingZoo conformance, dynamics, followers and the leader-facing wrapper."""
 
 from __future__ import annotations
 
@@ -6,31 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import api_test, parallel_api_test, seed_test
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from bilevel_agents.exact import hypergradient, leader_objective
 from bilevel_agents.exact.games import (
-    lqr_objective,
-    lqr_objective_and_grad,
-    toy_exact,
-    toy_hypergradient,
-    toy_indifference,
-    toy_objective,
     toy_policy_from_p,
-)
-from bilevel_agents import BCHG, BiAC, NaivePGD
-from bilevel_agents.critics import TabularGameCritic
-from bilevel_agents.estimators.returns import discounted_forward_sum, discounted_reverse_sum
-from bilevel_agents.estimators.theorem2 import (
-    benefit_exact,
-    benefit_from_samples,
-    follower_q_grad,
-    partial_derivative,
-    theorem2_gradient,
-    theorem2_weights,
 )
 from bilevel_envs.followers.maxent_lqr_game import MaxEntLQRGameFollower, discounted_riccati
 from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower, soft_q_backup
