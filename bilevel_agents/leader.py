@@ -271,7 +271,7 @@ class Leader:
         gradient information this iteration).
 
         The pipeline of every sample-based method: batch → (statistics batch) → critic update
-        → partial term + guiding term → gradient.
+        (and the family's own estimates) → partial term + guiding term → gradient.
         """
         return self.gradient_from_batch(self.family.collect(self))
 
@@ -283,6 +283,7 @@ class Leader:
         metrics.update(self.method_metrics(batch, stats))
         if self.critic is not None:
             metrics.update(self.critic.update(family.critic_data(self, stats), self.br))
+        metrics.update(family.learn(self, stats))
         self.last_metrics = metrics
         if family.exploring(self):
             return None

@@ -33,7 +33,7 @@ import torch
 
 from bilevel_agents.exact.dispatch import at_config, hypergradient_impl, leader_objective_impl
 from bilevel_envs.envs.building_thermal import BuildingThermalEnv
-from bilevel_envs.followers.maxent_lqr import riccati_torch
+from bilevel_envs.followers.maxent_lqr import riccati_torch, solve_maxent_lqr
 
 __all__ = [
     "LeaderQuadratic",
@@ -144,10 +144,12 @@ class LeaderQuadratic:
     config_cost: float
 
     def v(self, states: np.ndarray) -> np.ndarray:
+        """``V_L(s) = −(sᵀX s + c)`` for an ``(N, n)`` batch of states."""
         s = np.asarray(states, dtype=np.float64)
         return -(np.einsum("ni,ij,nj->n", s, self.X, s) + self.c)
 
     def q(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``Q_L(s, b) = r_L(s, b) + γ E[V_L(s')]`` for ``(N, n)`` states and ``(N, m)`` actions."""
         s = np.asarray(states, dtype=np.float64)
         b = np.asarray(actions, dtype=np.float64)
         r = -s.var(axis=1) - 0.5 * np.einsum("ni,ni->n", b, b) - self.config_cost
@@ -164,7 +166,8 @@ def exact_leader_critic(br: Any, theta: Any = None) -> LeaderQuadratic:
     """
     with at_config(br, theta):
         problem = br.problem
-        sol = br.follower.solution
+        m = problem.lqr_model()  # the exact best response, whatever follower trains
+        sol = solve_maxent_lqr(m.A, m.B, m.Q, m.R, m.W, m.gamma, br.beta)
         n = problem.n_zones
         g = problem.gamma_leader
         F = problem.A - problem.B @ sol.K

@@ -86,6 +86,11 @@ class Family:
         """Diagnostics of the batch."""
         return {}
 
+    def learn(self, leader: Any, batch: Any) -> dict[str, float]:
+        """Learn what the family estimates itself from the batch (e.g. the follower's value
+        when the follower publishes none); default nothing."""
+        return {}
+
     def exploring(self, leader: Any) -> bool:
         """Whether this iteration only collects data (no gradient)."""
         return False

@@ -26,6 +26,13 @@ expectation of the estimator unchanged:
 
 With the exact critic, devices 2 + 3 bring the guiding term's standard deviation per batch of
 10^4 transitions from ≈ 10^3 to ≈ 10 (on a signal of ≈ 20); see the benchmark.
+
+**Followers that publish nothing** (an SB3 SAC follower, say): ``V_L = E_{b~g} Q_L`` is taken
+over the follower's own sampled actions, and ``V_F`` (devices 1–2 need it) is the leader's own
+LSTD estimate on quadratic features from the follower's observed rewards
+(:class:`~bilevel_agents.critics.follower.QuadraticFollowerValue`): exact in function class for
+an LQR-like follower, up to a constant the ``∇log p`` terms do not see. The estimate is then
+consistent only as far as that critic is.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from bilevel_agents.critics.follower import QuadraticFollowerValue
 from bilevel_agents.critics.mlp import MLPCritic
 from bilevel_agents.critics.oracle import exact_critic
 from bilevel_agents.estimators.returns import discounted_forward_sum
@@ -49,6 +57,7 @@ from bilevel_agents.estimators.theorem1 import (
 )
 from bilevel_agents.families.configurable import ConfigurableFamily, ConfigurableOptions
 from bilevel_envs.core import Batch, ConfigurableEnv
+from bilevel_envs.followers.base import published
 
 __all__ = ["ContinuousFamily", "ContinuousOptions"]
 
@@ -109,6 +118,9 @@ class ContinuousFamily(ConfigurableFamily):
             raise ValueError("rao_blackwell=True needs problem.next_state_sigma_points; pass "
                              "rao_blackwell=False")
         self.rao_blackwell = bool(rb)
+        # a follower that publishes no values: the leader learns V_F itself (critics.follower)
+        self.follower_value = (None if published(br.follower, "soft_v") is not None
+                               else QuadraticFollowerValue(gamma=br.problem.gamma_follower))
 
     def hparams(self) -> dict[str, Any]:
         """Sampling options (with ``rao_blackwell`` resolved)."""
@@ -123,11 +135,37 @@ class ContinuousFamily(ConfigurableFamily):
             obs_dim = int(np.prod(self.br.observation_space.shape))
             act_dim = int(np.prod(self.br.action_space.shape))
             kw = {"seed": int(leader.rng.integers(2**31)), **critic_kwargs}
+            if published(self.br.follower, "policy") is None:
+                # V_L = E_{b~g} Q_L by the follower's own actions when g is not published
+                kw.setdefault("v_method", "samples")
             return MLPCritic(obs_dim, act_dim, gamma=self.problem.gamma_leader, **kw)
         if kind == "exact":
             return exact_critic(self.br, **critic_kwargs)
         raise ValueError(f"critic must be a Critic or one of ['exact', 'mlp', 'td'] on "
                          f"{self.label}, got {kind!r}")
+
+    def learn(self, leader: Any, batch: Batch) -> dict[str, float]:
+        """Fit the leader's own ``V_F`` estimate when the follower publishes none."""
+        if self.follower_value is None:
+            return {}
+        return self.follower_value.update(batch, self.br)
+
+    def soft_v(self, states: np.ndarray) -> np.ndarray:
+        """``V_F(s)``: published by the follower, or the leader's own estimate (up to a
+        constant, which the ``∇log p`` terms do not see)."""
+        if self.follower_value is not None:
+            return self.follower_value.v(states)
+        return np.asarray(self.br.soft_v(states))
+
+    def _soft_q(self, batch: Batch) -> np.ndarray:
+        """``Q_F(s_k, b_k)``: published, or ``r_F + γ_F E[V̂_F(s')]`` over the sigma points."""
+        if self.follower_value is None:
+            return np.asarray(self.br.soft_q(batch.obs, batch.actions))
+        pts, wts = self.problem.next_state_sigma_points(batch.obs, batch.actions)
+        n, k, d = pts.shape
+        ev = (self.follower_value.v(pts.reshape(n * k, d)).reshape(n, k) * wts[None]).sum(1)
+        return batch.r_follower + self.problem.gamma_follower * np.where(batch.terminated, 0.0,
+                                                                         ev)
 
     def partial_term(self, leader: Any, batch: Batch) -> SurrogateTerm:
         """Alg. 4 with the score baseline (device 1)."""
@@ -155,9 +193,9 @@ class ContinuousFamily(ConfigurableFamily):
             w = crossfit_residual(w, opt.features(batch.obs), episode % 2 == 1)
         if not self.rao_blackwell:
             next_v = self.soft_v(batch.next_obs)
-            if opt.score_baseline:
-                q_f = np.asarray(self.br.soft_q(batch.obs, batch.actions))
-                next_v = next_v - (q_f - batch.r_follower) / gamma
+            if opt.score_baseline and (self.follower_value is None
+                                       or _has_sigma_points(problem)):
+                next_v = next_v - (self._soft_q(batch) - batch.r_follower) / gamma
             keys, n_keys = self.keys(batch)
             return SurrogateTerm.on(batch, follower_q_grad_coefficients(batch, w, keys, n_keys,
                                                                         gamma, next_v))
@@ -167,7 +205,7 @@ class ContinuousFamily(ConfigurableFamily):
         c_next = np.where(batch.terminated, 0.0, c)
         pts, wts = problem.next_state_sigma_points(batch.obs, batch.actions)
         n, k, d = pts.shape
-        v_f = np.asarray(self.br.soft_v(pts.reshape(n * k, d))).reshape(n, k)
+        v_f = self.soft_v(pts.reshape(n * k, d)).reshape(n, k)
         coef = (gamma * c_next[:, None] * wts[None, :] * v_f).ravel()
         sigma = _SigmaTransitions(np.repeat(batch.obs, k, axis=0),
                                   np.repeat(batch.actions, k, axis=0), pts.reshape(n * k, d))

@@ -32,6 +32,7 @@ from bilevel_agents.critics.game import MLPGameCritic, TabularGameCritic
 from bilevel_agents.critics.oracle import exact_critic
 from bilevel_agents.estimators.theorem2 import guiding_weights, partial_weights
 from bilevel_agents.families.base import Family
+from bilevel_envs.followers.base import describe, published
 from bilevel_envs.utils import check_float, check_int
 from bilevel_envs.wrappers import GameBatch
 
@@ -87,6 +88,11 @@ class GameFamily(Family):
 
     def __init__(self, br: Any, **options: Any):
         super().__init__(br, **options)
+        missing = [n for n in ("policy", "soft_v") if published(br.follower, n) is None]
+        if missing:
+            raise ValueError(f"Markov-game leaders need the follower's published {missing} "
+                             "(Theorem 2's V_F(s, a) and the Benefit's E_b); "
+                             f"{describe(br.follower)} publishes none")
         self._buffer: list[np.ndarray] = []
         self._filled = self._pos = 0
 

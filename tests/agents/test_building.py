@@ -241,3 +241,35 @@ def test_adam_is_applied_on_continuous_problems(br):
                   optimizer="adam", lr=0.01, theta0=np.zeros(8), seed=0)
     leader.update()
     np.testing.assert_allclose(np.abs(leader.theta), 0.01, rtol=1e-4)
+
+
+class _BlackBox:
+    """The exact MaxEnt-LQR follower with its values hidden: it only acts."""
+
+    def __init__(self, beta):
+        from bilevel_envs.followers.maxent_lqr import MaxEntLQRFollower
+
+        self._inner = MaxEntLQRFollower(beta)
+        self.beta = beta
+
+    def solve(self, problem):
+        self._inner.solve(problem)
+
+    def act(self, obs, rng):
+        return self._inner.act(obs, rng)
+
+
+def test_a_follower_that_publishes_nothing_is_served_by_the_leaders_own_critics(br):
+    """With V_F learned by LSTD from the follower's rewards (and V_L from its sampled actions),
+    BC-HG's estimate equals the one with the published values to within its own noise."""
+    from bilevel_agents.critics.follower import QuadraticFollowerValue
+
+    blind = BestResponse(BuildingThermalEnv(), beta=BETA, follower=_BlackBox(BETA))
+    leader = BCHG(blind, critic=ExactBuildingCritic(), theta0=np.zeros(8), seed=0)
+    assert isinstance(leader.family.follower_value, QuadraticFollowerValue)
+    seeing = BCHG(br, critic=ExactBuildingCritic(), theta0=np.zeros(8), seed=0)
+    assert seeing.family.follower_value is None
+    for seed in range(2):
+        batch = br.rollout(10_000, 100, seed=seed)
+        a, b = leader.gradient_from_batch(batch), seeing.gradient_from_batch(batch)
+        assert _cos(a, b) > 0.999

@@ -323,3 +323,18 @@ def test_lqr_exact_leader_critic():
     s, a, b = np.array([[0.3, 0.1]]), np.array([[0.2]]), np.array([[-0.1]])
     nxt, _, r_l = br.problem.transition(s, a, b)
     assert c.q(s, a, b)[0] == pytest.approx(r_l[0] + 0.99 * c.leader_value(nxt)[0])
+
+
+def test_game_leaders_need_a_publishing_follower():
+    class Silent:
+        beta = 0.05
+
+        def solve(self, game, leader_policy=None):
+            self.f = leader_policy
+
+        def act(self, obs, rng):
+            return np.zeros(len(obs), dtype=np.int64)
+
+    br = GameBestResponse(toy_game_v0.env(), beta=0.05, follower=Silent())
+    with pytest.raises(ValueError, match="need the follower's published"):
+        BCHG(br)
