@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from bilevel_agents.runs import RunFolder, summarize
 from bilevel_envs.utils import check_int
 
-__all__ = ["default_evaluator", "describe_problem", "train"]
+__all__ = ["default_evaluator", "describe_problem", "run_config", "train"]
 
 
 def default_evaluator(leader: Any) -> Callable[[], dict[str, float]] | None:
@@ -70,6 +70,14 @@ def describe_problem(br: Any) -> dict[str, Any]:
     out["env"] = problem.metadata.get("name", type(problem).__name__)
     out["env_kwargs"] = dict(getattr(problem, "init_kwargs", {}))
     return out
+
+
+def run_config(leader: Any, iterations: int, spec: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """A run's whole specification, as stored in its ``config.json`` (leader settings, the
+    problem, ``spec``, iterations): what the trainer and the batched engine both write."""
+    return {**leader.hparams(), **describe_problem(leader.br), **(spec or {}),
+            "iterations": iterations}
 
 
 def train(leader: Any, iterations: int, *, run_dir: str | os.PathLike | None = None,
@@ -114,9 +122,7 @@ def train(leader: Any, iterations: int, *, run_dir: str | os.PathLike | None = N
         if run_dir is None:
             return _loop(leader, iterations, None, evaluate, eval_every, checkpoint_every,
                          progress, None, callback)
-        config = {**leader.hparams(), **describe_problem(leader.br), **(spec or {}),
-                  "iterations": iterations}
-        with RunFolder(run_dir, config) as run:
+        with RunFolder(run_dir, run_config(leader, iterations, spec)) as run:
             summary = run.summary()
             if summary is not None:  # finished: read back, not redone
                 return run.read_log()

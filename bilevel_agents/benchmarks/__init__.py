@@ -3,6 +3,8 @@
 =========================  ==========================================================
 module                     measures
 =========================  ==========================================================
+``bench_batched``          the batched engine vs the per-run runner on the paper's BC-HG
+                           grid (2 cores), one run, cost vs problem size
 ``bench_bchg_iteration``   one BC-HG outer iteration on Four-Rooms, ours vs written plainly
 ``bench_building``         building control: DARE vs Riccati iteration, estimator noise,
                            MLP critic quality vs cost, one BC-HG iteration
@@ -35,6 +37,7 @@ __all__ = ["BENCHMARKS", "available", "run", "select"]
 
 #: the benchmark modules of this package, in the order :func:`run` runs them
 BENCHMARKS: tuple[str, ...] = (
+    "bench_batched",
     "bench_bchg_iteration",
     "bench_building",
     "bench_four_rooms",

@@ -10,7 +10,7 @@ import numpy as np
 from bilevel_agents.estimators.returns import discounted_reverse_sum
 from bilevel_envs.core import Batch
 
-__all__ = ["MonteCarloCritic", "SarsaCritic", "TableCritic"]
+__all__ = ["MonteCarloCritic", "SarsaCritic", "TableCritic", "stacked_sarsa_pass"]
 
 
 class TableCritic:
@@ -130,3 +130,46 @@ class MonteCarloCritic(TableCritic):
     def v(self, states: np.ndarray, br: Any) -> np.ndarray:
         """``V̂_L(s)``: the every-visit average of the returns from ``s``."""
         return self.state_values[states]
+
+
+def stacked_sarsa_pass(tables: np.ndarray, batch: Batch, order: np.ndarray, alpha: np.ndarray,
+                       gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`SarsaCritic.update` (sampled bootstrap) of N runs at once.
+
+    The pass over a batch is sequential by definition (an update may read an entry changed
+    just before), so this loops over the transition index ``k`` and updates all N runs
+    together at each ``k``: the same scalar arithmetic in the same order as the single pass,
+    hence the same tables bit for bit.
+
+    Args:
+        tables: ``(N, S, B)`` SARSA tables (not modified).
+        batch: the N runs' batches one after the other, ``n`` transitions each, states
+            numbered ``run·S + s``.
+        order: ``(N, n)`` each run's pass order (its ``rng.permutation(n)``).
+        alpha: ``(N,)`` step sizes α_SA.
+        gamma: the leader's discount γ_L.
+    Returns:
+        ``(tables, td_rms)``: the updated ``(N, S, B)`` tables and each run's TD-error RMS.
+    """
+    n_runs, S, B = tables.shape
+    n = order.shape[1]
+    q = tables.reshape(-1).copy()
+    key = batch.obs * B + batch.actions  # run·S·B + s·B + b
+    first = np.arange(n_runs) * n
+    nxt = np.empty_like(key)
+    nxt[:-1] = key[1:]
+    nxt[first + n - 1] = first // n * S * B  # a run's last transition: key 0 of its own table
+    boot = np.where(batch.episode_end, 0.0, gamma)
+    pick = (order + first[:, None]).T  # (n, N): transition of each run at step k
+    keys, nxts = key[pick], nxt[pick]
+    rewards, boots = batch.r_leader[pick], boot[pick]
+    alpha = np.asarray(alpha, dtype=np.float64)
+    sq_td = np.zeros(n_runs)
+    for k in range(n):
+        i = keys[k]
+        qi = q[i]
+        td = rewards[k] + boots[k] * q[nxts[k]] - qi
+        q[i] = qi + alpha * td
+        sq_td += td * td
+    rms = np.power(sq_td / max(n, 1), np.full(n_runs, 0.5))  # C pow, as float ** 0.5
+    return q.reshape(n_runs, S, B), rms

@@ -82,20 +82,24 @@ def surrogate_gradient(problem: Any, theta: np.ndarray, batch: Any, coef: Coeffi
 
     Args:
         problem: the unwrapped configurable MDP.
-        theta: θ at which the terms are differentiated.
+        theta: θ at which the terms are differentiated; on tabular problems also a stack
+            ``(N, d)`` of N runs' θ, with ``batch`` their batches one after the other and states
+            numbered ``run·S + s`` (the result is then ``(N, d)``, row n the run's gradient).
         batch: anything with ``obs``, ``actions``, ``next_obs`` (a :class:`Batch`).
         coef: the coefficients, one per transition of ``batch``.
         extra_follower_table: optional ``(S, B)`` table (tabular problems).
     """
     if isinstance(problem, TabularConfigurableEnv):
         S, B = problem.n_states, problem.n_actions
+        # N runs at once: θ is (N, d) and states are numbered run·S + s (keys never mix runs)
+        shape = (S, B) if np.ndim(theta) == 1 else (np.shape(theta)[0], S, B)
         key = batch.obs * B + batch.actions
-        c_f, c_l = (np.bincount(key, weights=c, minlength=S * B).reshape(S, B)
+        c_f, c_l = (np.bincount(key, weights=c, minlength=int(np.prod(shape))).reshape(shape)
                     for c in coef[:2])
         if extra_follower_table is not None:
-            c_f = c_f + extra_follower_table
+            c_f = c_f + np.reshape(extra_follower_table, shape)
         grad = problem.tabular_rewards_vjp(theta, c_f, c_l)
-        if np.any(coef.log_transition):
+        if problem.config_dependent_dynamics and np.any(coef.log_transition):
             th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
             log_p = problem.log_transition_torch(th, batch.obs, batch.actions, batch.next_obs)
             if log_p is not None:
@@ -214,26 +218,30 @@ def partial_derivative_td(batch: Batch, next_leader_v: np.ndarray, gamma_leader:
 
 
 def partial_derivative_mc(batch: Batch, state_keys: np.ndarray, n_states: int,
-                          gamma_leader: float) -> Coefficients:
+                          gamma_leader: float,
+                          normaliser: float | np.ndarray | None = None) -> Coefficients:
     """Monte Carlo partial derivative of Alg. 8 lines 12–16 (θ-independent dynamics).
 
     ``∂̂J = mean over episodes τ of ∂̂V_L(s_0(τ))``, where ``∂̂V_L(s)`` is the every-visit
     average over segments starting at ``s`` of ``Σ_t γ_L^{t−k} ∇r_L(s_t, b_t)``.
+    ``normaliser``: the number of episodes (default: the episode starts of the batch, at
+    least 1), or one per transition (several runs' batches in one, each with its own).
     """
     starts = batch.time == 0
-    n_starts = max(int(starts.sum()), 1)
+    n_starts = max(int(starts.sum()), 1) if normaliser is None else normaliser
     u = every_visit_spread(starts / n_starts, state_keys, n_states)
     c = discounted_forward_sum(u, gamma_leader, batch.episode_end)
     return Coefficients(np.zeros_like(c), c, np.zeros_like(c))
 
 
-def guiding_weights(batch: Batch, factor: np.ndarray, beta: float, gamma_leader: float,
-                    normaliser: float) -> np.ndarray:
+def guiding_weights(batch: Batch, factor: np.ndarray, beta: float | np.ndarray,
+                    gamma_leader: float, normaliser: float | np.ndarray) -> np.ndarray:
     """``w_j = γ_L^{t_j} factor_j / (β · normaliser)``: the outer sum of eq. 5's third term.
 
     ``factor`` is the Benefit for BC-HG (Alg. 1 line 16), the Benefit or ``Q_L`` for HPGD.
+    ``beta`` and ``normaliser`` may be per-transition arrays (several runs' batches in one).
     """
-    if not (np.isfinite(beta) and beta > 0):
+    if not (np.all(np.isfinite(beta)) and np.all(np.asarray(beta) > 0)):
         raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
     return gamma_leader ** batch.time.astype(np.float64) * factor / (beta * normaliser)
 

@@ -8,6 +8,7 @@ started again, and an interrupted one resumes from its checkpoint
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
@@ -148,17 +149,22 @@ def default_beta(env: str, env_kwargs: dict[str, Any] | None = None) -> float:
     return float(beta)
 
 
+def build_leader(spec: RunSpec) -> Any:
+    """The leader of a run, as the run starts (its best response solved at θ0)."""
+    from bilevel_agents.leaders import get_leader
+
+    leader_cls = get_leader(spec.leader)
+    br = make_best_response(spec.env, spec.beta, spec.env_kwargs, spec.follower, spec.seed)
+    return leader_cls(br, seed=spec.seed, **spec.leader_kwargs)
+
+
 def run_one(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
     """Train one run (resuming from its folder; a finished run is read back); its summary.
 
     Raises:
         ValueError: bad settings, or a folder holding a run of another specification.
     """
-    from bilevel_agents.leaders import get_leader
-
-    leader_cls = get_leader(spec.leader)
-    br = make_best_response(spec.env, spec.beta, spec.env_kwargs, spec.follower, spec.seed)
-    leader = leader_cls(br, seed=spec.seed, **spec.leader_kwargs)
+    leader = build_leader(spec)
     leader.learn(spec.iterations, run_dir=spec.run_dir, progress=progress,
                  checkpoint_every=spec.checkpoint_every, spec=spec.identity(), tail=spec.tail)
     summary = json.loads((spec.run_dir / "summary.json").read_text())
@@ -172,8 +178,65 @@ def _run_quiet(spec: RunSpec) -> dict[str, Any]:
         return run_one(spec)
 
 
+def _run_batch(specs: list[RunSpec], progress: bool = False) -> list[dict[str, Any]]:
+    """Train runs of one batch with the batched engine (:mod:`bilevel_agents.batched`)."""
+    from bilevel_agents.batched import BatchedRun, train_batched
+
+    jobs = [BatchedRun(make_leader=functools.partial(build_leader, spec),
+                       iterations=spec.iterations, run_dir=spec.run_dir, spec=spec.identity(),
+                       checkpoint_every=spec.checkpoint_every, tail=spec.tail)
+            for spec in specs]
+    out = train_batched(jobs, progress=progress)
+    return [{**asdict(spec), **o["summary"]} for spec, o in zip(specs, out)]
+
+
+def _group_key(spec: RunSpec) -> str:
+    from bilevel_agents.batched import PER_RUN
+
+    kwargs = {k: v for k, v in spec.leader_kwargs.items() if k not in PER_RUN}
+    return json.dumps([spec.env, spec.env_kwargs, spec.beta, spec.follower, spec.leader,
+                       kwargs], sort_keys=True, default=str)
+
+
+def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
+                 ) -> tuple[list[list[RunSpec]], list[tuple[RunSpec, str]]]:
+    """Group runs for the batched engine: ``(batches, fallbacks)``.
+
+    Runs that differ only in seed, ``lr`` and ``sarsa_alpha`` share a batch; each group is cut
+    into ``workers`` batches of at most ``max_batch`` runs (so that ``workers`` processes share
+    it). A group the engine does not support (:func:`bilevel_agents.batched.unsupported_reason`
+    of its first run's leader) falls back to one process per run, with the reason.
+    """
+    from bilevel_agents.batched import unsupported_reason
+
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(_group_key(spec), []).append(spec)
+    batches: list[list[RunSpec]] = []
+    fallbacks: list[tuple[RunSpec, str]] = []
+    for group in groups.values():
+        try:
+            reason = unsupported_reason(build_leader(group[0]))
+        except Exception as err:  # noqa: BLE001  (the run itself reports it, in a process)
+            reason = f"its leader could not be built here ({err})"
+        if reason is not None:
+            fallbacks += [(spec, reason) for spec in group]
+            continue
+        parts = max(int(workers), -(-len(group) // int(max_batch)))
+        size = -(-len(group) // parts)
+        batches += [group[i:i + size] for i in range(0, len(group), size)]
+    return batches, fallbacks
+
+
+def _run_batch_quiet(specs: list[RunSpec]) -> list[dict[str, Any]]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_batch(specs)
+
+
 def run_sweep(specs: list[RunSpec], *, workers: int = 1, backend: str = "local",
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, engine: str = "auto") -> list[dict[str, Any]]:
     """Run every spec (finished ones are read back, not redone).
 
     Args:
@@ -182,13 +245,35 @@ def run_sweep(specs: list[RunSpec], *, workers: int = 1, backend: str = "local",
         backend: ``"local"`` (process pool) or ``"ray"`` (an existing or local Ray cluster;
             ``pip install bilevel[ray]``).
         progress: progress bar over runs.
+        engine: ``"auto"`` (default): runs the batched engine supports
+            (:mod:`bilevel_agents.batched`; tabular problems with exact followers) are trained
+            in batches (:func:`plan_batches`: ``workers`` batches per group; with Ray, one task
+            per batch), the others one process per run (printed, with the reason);
+            ``"processes"``: one process per run for all.
+
+    Results are the same either way (the batched engine reproduces single runs bit for bit).
     """
     from tqdm.auto import tqdm
 
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if engine not in ("auto", "processes"):
+        raise ValueError(f"engine must be 'auto' or 'processes', got {engine!r}")
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
+    if engine == "auto":
+        batches, fallbacks = plan_batches(specs, workers=workers)
+    else:
+        batches, fallbacks = [], [(s, "engine='processes'") for s in specs]
+    if fallbacks and engine == "auto":
+        reasons: dict[str, list[RunSpec]] = {}
+        for spec, reason in fallbacks:
+            reasons.setdefault(reason, []).append(spec)
+        for reason, group in reasons.items():
+            print(f"{len(group)} run(s) not batched ({reason}): "
+                  + ", ".join(str(s.run_dir) for s in group[:3])
+                  + (", ..." if len(group) > 3 else ""), flush=True)
+    singles = [spec for spec, _ in fallbacks]
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(specs), disable=not progress, desc="runs")
     if backend == "ray":
@@ -197,20 +282,30 @@ def run_sweep(specs: list[RunSpec], *, workers: int = 1, backend: str = "local",
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                      log_to_driver=False)
-        remote = ray.remote(_run_quiet)
-        pending = [remote.remote(s) for s in specs]
+        batch_remote, one_remote = ray.remote(_run_batch_quiet), ray.remote(_run_quiet)
+        pending = ([batch_remote.remote(b) for b in batches]
+                   + [one_remote.remote(s) for s in singles])
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            results.append(ray.get(ready[0]))
-            bar.update(1)
+            got = ray.get(ready[0])
+            got = got if isinstance(got, list) else [got]
+            results += got
+            bar.update(len(got))
     elif workers == 1:
-        for spec in specs:
+        for batch in batches:
+            results += _run_batch(batch, progress=progress)
+            bar.update(len(batch))
+        for spec in singles:
             results.append(_run_quiet(spec))
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=int(workers)) as pool:
-            for fut in as_completed([pool.submit(_run_quiet, s) for s in specs]):
-                results.append(fut.result())
-                bar.update(1)
+            futures = ([pool.submit(_run_batch_quiet, b) for b in batches]
+                       + [pool.submit(_run_quiet, s) for s in singles])
+            for fut in as_completed(futures):
+                got = fut.result()
+                got = got if isinstance(got, list) else [got]
+                results += got
+                bar.update(len(got))
     bar.close()
     return results

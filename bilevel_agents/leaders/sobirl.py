@@ -37,7 +37,8 @@ __all__ = ["SoBiRL", "sobirl_coefficients"]
 
 
 def sobirl_coefficients(batch: Batch, q_start: np.ndarray, policy: np.ndarray,
-                        beta: float) -> tuple[Coefficients, np.ndarray]:
+                        beta: float, normaliser: float | np.ndarray | None = None
+                        ) -> tuple[Coefficients, np.ndarray]:
     """SoBiRL's guiding term (Alg. 8 line 32) as surrogate coefficients plus a reward table.
 
     Args:
@@ -46,6 +47,9 @@ def sobirl_coefficients(batch: Batch, q_start: np.ndarray, policy: np.ndarray,
             (``time == 0``) are used.
         policy: the follower's ``g(b|s)``, shape ``(S, B)``.
         beta: the follower's entropy weight β > 0.
+        normaliser: ``N``, default the episode starts of the batch (at least 1); or one per
+            transition (several runs' batches in one, states numbered ``run·S + s`` and
+            ``policy`` their stacked ``(N·S, B)`` tables).
     Returns:
         ``(coef, X)``: per-transition coefficients ``c_t = Q̂_L(s_0, b_0) / (β N)`` of
         ``r_F(s_t, b_t)`` (constant along each episode) and the ``(S, B)`` table
@@ -66,7 +70,7 @@ def sobirl_coefficients(batch: Batch, q_start: np.ndarray, policy: np.ndarray,
     if len(batch) and (batch.obs.min() < 0 or batch.obs.max() >= S):
         raise ValueError(f"batch states must lie in [0, {S}) to index policy")
     starts = batch.time == 0
-    n_episodes = max(int(starts.sum()), 1)
+    n_episodes = max(int(starts.sum()), 1) if normaliser is None else normaliser
     u = np.where(starts, q_start, 0.0) / (beta * n_episodes)
     c = discounted_forward_sum(u, 1.0, batch.episode_end)  # Q̂_L(s_0, b_0)/(βN) along τ
     table = -np.bincount(batch.obs, weights=c, minlength=S)[:, None] * policy

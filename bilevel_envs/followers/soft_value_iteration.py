@@ -222,6 +222,11 @@ class TabularSoftFollower:
         self.result: SoftVIResult | None = None
 
     def solve(self, env) -> None:
+        """Re-solve at the problem's current θ (warm-started from the last solution).
+
+        Args:
+            env: the unwrapped tabular configurable MDP (its :meth:`tabular_model` is solved).
+        """
         q0 = self.result.q if (self.warm_start and self.result is not None) else None
         self._set_result(soft_value_iteration(
             env.tabular_model(), self.beta, env.gamma_follower, q0=q0, tol=self.tol,
@@ -264,14 +269,17 @@ class TabularSoftFollower:
 
     @property
     def policy(self) -> np.ndarray:
+        """The soft best response ``g(b|s) = softmax(Q_F(s, ·)/β)``, shape ``(S, B)``."""
         return self._solved().policy
 
     @property
     def soft_q(self) -> np.ndarray:
+        """The follower's soft Q-values ``Q_F(s, b)``, shape ``(S, B)``."""
         return self._solved().q
 
     @property
     def soft_v(self) -> np.ndarray:
+        """The follower's soft values ``V_F(s) = β log Σ_b exp(Q_F(s, b)/β)``, shape ``(S,)``."""
         return self._solved().v
 
     def act(self, states: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -27,7 +27,8 @@ from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv
 from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.utils import check_beta
 
-__all__ = ["BestResponse"]
+__all__ = ["WALK_MAX_ENVS", "BestResponse", "stacked_rollout", "stacked_tabular_walk",
+           "walk_batch", "walk_tables"]
 
 
 class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -86,10 +87,12 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     @property
     def config_space(self) -> gym.spaces.Box:
+        """The ``Box`` of the leader's parameter θ (the problem's ``config_space``)."""
         return self.problem.config_space
 
     @property
     def config(self) -> np.ndarray:
+        """The leader's current parameter θ (a copy)."""
         return self.problem.config
 
     def set_config(self, theta: Any) -> None:
@@ -120,6 +123,12 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._rng.bit_generator.state = state["rng"]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset the wrapped env (Gymnasium API); ``options={"config": θ}`` also re-solves.
+
+        Args:
+            seed: seeds the simulator and the wrapper's own stream for the follower's actions.
+            options: passed to the env (``{"config": θ}`` sets θ, then the follower answers it).
+        """
         if seed is not None:
             # A stream independent of the simulator's: env.reset(seed) seeds np_random with
             # SeedSequence(seed) too, so default_rng(seed) would replay the simulator's own
@@ -265,29 +274,60 @@ def _check_initial_states(problem, initial_states, n_envs) -> np.ndarray:
 
 #: up to this many streams, tabular rollouts walk the chain with scalar code (no numpy
 #: per-step overhead); wider batches step all streams together in numpy
-_WALK_MAX_ENVS = 16
+WALK_MAX_ENVS = _WALK_MAX_ENVS = 16
+
+
+def walk_tables(problem, policy: np.ndarray) -> dict[str, np.ndarray]:
+    """The sampler's tables: per state, the outcomes ``(b, s')`` of the joint law
+    ``g(b|s) p(s'|s, b)`` and their cumulative probabilities in one flat array (CSR order).
+
+    ``policy`` is ``(S, B)`` or a stack ``(N, S, B)``; the probability tables (``cum``,
+    ``base``, ``mass``) then get a leading run axis (each row is the single-policy table, bit
+    for bit). Keys: ``cum``, ``base``, ``mass`` (probabilities), ``lo``, ``hi`` (each state's
+    range of entries, ``hi`` inclusive), ``action``, ``next`` (the outcome of each entry).
+    """
+    S, B = policy.shape[-2:]
+    P = problem.sampling_transitions()
+    row_of_entry = np.repeat(np.arange(S * B), np.diff(P.indptr))
+    flat = policy.reshape(policy.shape[:-2] + (S * B,))
+    cum = np.cumsum(P.data * flat[..., row_of_entry], axis=-1)
+    state_lo = P.indptr[np.arange(S) * B]
+    state_hi = P.indptr[np.arange(S) * B + B]
+    base = np.concatenate((np.zeros(cum.shape[:-1] + (1,)), cum), axis=-1)[..., state_lo]
+    mass = cum[..., state_hi - 1] - base
+    return {"cum": cum, "base": base, "mass": mass, "lo": state_lo, "hi": state_hi - 1,
+            "action": row_of_entry % B, "next": P.indices}
+
+
+def walk_batch(terminal: np.ndarray, r_follower: np.ndarray, r_leader: np.ndarray,
+               s_arr: np.ndarray, b_arr: np.ndarray, s2_arr: np.ndarray, t_arr: np.ndarray,
+               n_streams: int, steps: int, limit: int, env_id: np.ndarray) -> Batch:
+    """A :class:`Batch` from sampled states, actions, next states and times (``n_streams``
+    streams of ``steps`` each, stream-major): rewards, flags and bookkeeping, vectorised.
+    ``r_follower``/``r_leader`` are indexed by ``(s, b)`` and ``terminal`` by ``s``."""
+    term = terminal[s_arr]
+    s2_arr = np.where(term, s_arr, s2_arr)
+    trunc = ~term & (t_arr + 1 >= limit)
+    return Batch(obs=s_arr, actions=b_arr, r_follower=r_follower[s_arr, b_arr],
+                 r_leader=r_leader[s_arr, b_arr], next_obs=s2_arr, terminated=term,
+                 truncated=trunc, batch_end=_batch_end(term, trunc, n_streams, steps),
+                 time=t_arr, env_id=env_id)
 
 
 def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) -> Batch:
     """Sample tabular episodes from the exact joint law ``g(b|s) p(s'|s, b)``.
 
     Per state, the outcomes ``(b, s')`` and their cumulative probabilities lie in one flat
-    array (CSR order), so a step is one bisection on Python floats (~0.5 µs, versus ~20 µs of
-    numpy call overhead per step for a one-stream numpy loop). Rewards, flags and bookkeeping
-    are then filled in vectorised. Same law as :meth:`ConfigurableEnv.transition` (tested).
+    array (CSR order, :func:`walk_tables`), so a step is one bisection on Python floats
+    (~0.5 µs, versus ~20 µs of numpy call overhead per step for a one-stream numpy loop).
+    Rewards, flags and bookkeeping are then filled in vectorised. Same law as
+    :meth:`ConfigurableEnv.transition` (tested).
     """
     model = problem.tabular_model()
-    S, B = policy.shape
-    P = problem.sampling_transitions()
-    row_of_entry = np.repeat(np.arange(S * B), np.diff(P.indptr))
-    cum = np.cumsum(P.data * policy.ravel()[row_of_entry])
-    state_lo = P.indptr[np.arange(S) * B]
-    state_hi = P.indptr[np.arange(S) * B + B]
-    base = np.concatenate(([0.0], cum))[state_lo]
-    mass = cum[state_hi - 1] - base
-    cum_l, base_l, mass_l = cum.tolist(), base.tolist(), mass.tolist()
-    lo_l, hi_l = state_lo.tolist(), (state_hi - 1).tolist()
-    action_l, next_l = (row_of_entry % B).tolist(), P.indices.tolist()
+    tab = walk_tables(problem, policy)
+    cum_l, base_l, mass_l = tab["cum"].tolist(), tab["base"].tolist(), tab["mass"].tolist()
+    lo_l, hi_l = tab["lo"].tolist(), tab["hi"].tolist()
+    action_l, next_l = tab["action"].tolist(), tab["next"].tolist()
     terminal = model.terminal.tolist()
     n = steps * n_envs
     u = rng.random(n).tolist()
@@ -308,15 +348,128 @@ def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) ->
                 n_starts += 1
             else:
                 s, t = next_l[j], t + 1
-    s_arr, b_arr = np.asarray(s_out), np.asarray(b_out)
-    t_arr = np.asarray(t_out)
-    term = model.terminal[s_arr]
-    s2_arr = np.where(term, s_arr, np.asarray(s2_out))
-    trunc = ~term & (t_arr + 1 >= limit)
-    return Batch(obs=s_arr, actions=b_arr, r_follower=model.r_follower[s_arr, b_arr],
-                 r_leader=model.r_leader[s_arr, b_arr], next_obs=s2_arr, terminated=term,
-                 truncated=trunc, batch_end=_batch_end(term, trunc, n_envs, steps),
-                 time=t_arr, env_id=np.repeat(np.arange(n_envs), steps))
+    return walk_batch(model.terminal, model.r_follower, model.r_leader, np.asarray(s_out),
+                      np.asarray(b_out), np.asarray(s2_out), np.asarray(t_out), n_envs, steps,
+                      limit, np.repeat(np.arange(n_envs), steps))
+
+
+def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
+                         r_leader: np.ndarray, steps: int, n_envs: int, uniforms: np.ndarray,
+                         starts: np.ndarray, limit: int) -> Batch:
+    """:func:`_tabular_walk` for N runs at once, from each run's own draws.
+
+    Args:
+        problem: the tabular problem (its structure; θ enters through the tables).
+        policy: ``(N, S, B)`` follower policies.
+        r_follower, r_leader: ``(N, S, B)`` reward tables.
+        steps, n_envs, limit: the layout of every run's batch (as in ``rollout``).
+        uniforms: ``(N, steps·n_envs)``: each run's ``rng.random(n)``.
+        starts: ``(N, steps·n_envs + n_envs)``: each run's start states, as the single walk
+            uses them (the first ``n_envs`` for the first episodes, then restarts in order).
+    Returns:
+        The N batches one after the other (run-major, then stream-major), states numbered
+        ``run·S + s`` (so that every-visit keys never mix runs); each run's part is, bit for
+        bit, what the single walk draws from the same uniforms and starts: the bisection is
+        vectorised across streams and runs (the same comparisons). When every restart of a run
+        starts in the same state (one start state, the usual case) all streams step together;
+        otherwise the streams of each run are walked one after the other (restarts consume
+        the start list in the single walk's order).
+    """
+    tab = walk_tables(problem, policy)
+    n_runs, S = policy.shape[0], policy.shape[1]
+    nnz = tab["cum"].shape[-1]
+    cum = tab["cum"].ravel()
+    base, mass = tab["base"].ravel(), tab["mass"].ravel()
+    lo_s, hi_s, action, nxt = tab["lo"], tab["hi"], tab["action"], tab["next"]
+    terminal = problem.tabular_model().terminal
+    width = int((hi_s - lo_s).max())
+    window = np.arange(max(width, 1))
+    n = steps * n_envs
+    restarts = starts[:, n_envs:]
+    together = bool(np.all(restarts == restarts[:, :1]))
+    out = np.zeros((4, n_runs, n_envs, steps), dtype=np.int64)  # s, b, s', t
+    groups = [np.arange(n_envs)] if together else [np.array([e]) for e in range(n_envs)]
+    n_used = np.full(n_runs, n_envs)
+    runs = np.arange(n_runs)
+    for envs in groups:
+        shape = (n_runs, envs.size)
+        r = np.repeat(runs, envs.size)
+        s = starts[:, envs].ravel().astype(np.int64)
+        t = np.zeros(s.size, dtype=np.int64)
+        u = uniforms.reshape(n_runs, n_envs, steps)[:, envs]
+        for i in range(steps):
+            rs = r * S + s
+            x = base[rs] + u[:, :, i].ravel() * mass[rs]
+            # bisect_left(cum, x, lo, hi) of every stream at once: cum is non-decreasing on
+            # [lo, hi), so the first entry >= x is lo + the number of entries < x there
+            lo, hi = lo_s[s], hi_s[s]
+            idx = lo[:, None] + window
+            below = (cum[(r * nnz)[:, None] + np.minimum(idx, nnz - 1)] < x[:, None]) \
+                & (idx < hi[:, None])
+            j = lo + below.sum(axis=1)
+            for row, val in zip(out, (s, action[j], nxt[j], t)):
+                row[:, envs, i] = val.reshape(shape)
+            done = terminal[s] | (t + 1 >= limit)
+            if together:
+                fresh = np.repeat(restarts[:, 0], envs.size)
+            else:
+                fresh = starts[runs, np.minimum(n_used, starts.shape[1] - 1)]
+                n_used += done
+            s = np.where(done, fresh, nxt[j])
+            t = np.where(done, 0, t + 1)
+    offset = (runs * S)[:, None, None]
+    s_arr, s2_arr = (out[0] + offset).ravel(), (out[2] + offset).ravel()
+    b_arr, t_arr = out[1].ravel(), out[3].ravel()
+    return walk_batch(np.tile(terminal, n_runs), r_follower.reshape(n_runs * S, -1),
+                      r_leader.reshape(n_runs * S, -1), s_arr, b_arr, s2_arr, t_arr,
+                      n_runs * n_envs, steps, limit,
+                      np.tile(np.repeat(np.arange(n_envs), steps), n_runs))
+
+
+def stacked_rollout(problem, policy: np.ndarray, r_follower: np.ndarray,
+                    r_leader: np.ndarray, steps: int, n_envs: int, act_uniforms: np.ndarray,
+                    transition_draws: tuple[np.ndarray, ...], initial_states: np.ndarray,
+                    fresh_states: np.ndarray, limit: int) -> Batch:
+    """:func:`_rollout` (the time-major sampler of wide batches) for N runs at once.
+
+    The draws are each run's own, made beforehand in :func:`_rollout`'s order (per step:
+    ``follower.act``'s uniforms, then ``problem.transition_draws``): ``act_uniforms`` is
+    ``(N, steps, n_envs)`` and every array of ``transition_draws`` too. ``initial_states``
+    ``(N, n_envs)`` are the first episodes' starts and ``fresh_states`` ``(N, n_envs)`` the
+    restarts (problems whose start draw consumes no random number: one start state). Needs
+    ``problem.transition_from_draws``. States are numbered ``run·S + s`` in the result, as in
+    :func:`stacked_tabular_walk`; each run's part is bit for bit the single sampler's.
+    """
+    n_runs, S = policy.shape[0], policy.shape[1]
+    cum = np.cumsum(policy, axis=-1)
+    cum[..., -1] = 1.0  # as TabularSoftFollower.act: u < 1 always picks an action
+    run = np.repeat(np.arange(n_runs), n_envs)
+    states = np.asarray(initial_states, dtype=np.int64).ravel()
+    fresh = np.asarray(fresh_states, dtype=np.int64).ravel()
+    t = np.zeros(states.size, dtype=np.int64)
+    cols = np.zeros((6, steps, states.size), dtype=np.int64)  # s, b, s', term, trunc, t
+    for i in range(steps):
+        u = act_uniforms[:, i].ravel()
+        actions = (u[:, None] >= cum[run, states]).sum(axis=1).astype(np.int64)
+        nxt, term = problem.transition_from_draws(
+            states, actions, tuple(d[:, i].ravel() for d in transition_draws))
+        trunc = ~term & (t + 1 >= limit)
+        for row, val in zip(cols, (states, actions, nxt, term, trunc, t)):
+            row[i] = val
+        done = term | trunc
+        states = np.where(done, fresh, nxt)
+        t = np.where(done, 0, t + 1)
+    # (steps, N·n_envs) -> run-major, then stream-major
+    s_arr, b_arr, s2_arr, term, trunc, t_arr = (c.T.ravel() for c in cols)
+    offset = np.repeat(np.arange(n_runs) * S, n_envs * steps)
+    s_arr, s2_arr = s_arr + offset, s2_arr + offset
+    term, trunc = term.astype(bool), trunc.astype(bool)
+    return Batch(obs=s_arr, actions=b_arr,
+                 r_follower=r_follower.reshape(n_runs * S, -1)[s_arr, b_arr],
+                 r_leader=r_leader.reshape(n_runs * S, -1)[s_arr, b_arr], next_obs=s2_arr,
+                 terminated=term, truncated=trunc,
+                 batch_end=_batch_end(term, trunc, n_runs * n_envs, steps), time=t_arr,
+                 env_id=np.tile(np.repeat(np.arange(n_envs), steps), n_runs))
 
 
 def _batch_end(term: np.ndarray, trunc: np.ndarray, n_envs: int, steps: int) -> np.ndarray:
