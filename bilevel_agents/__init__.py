@@ -22,6 +22,7 @@ from typing import Any
 from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
 from bilevel_agents.leader import Leader, clip_by_global_norm
 from bilevel_agents.leaders import (
+    AMD,
     BCHG,
     HPGD,
     LEADERS,
@@ -29,11 +30,13 @@ from bilevel_agents.leaders import (
     ExactAscent,
     NaivePGD,
     SoBiRL,
+    ZeroOrder,
     get_leader,
 )
 from bilevel_agents.trainer import train
 
 __all__ = [
+    "AMD",
     "BCHG",
     "HPGD",
     "LEADERS",
@@ -46,6 +49,7 @@ __all__ = [
     "NaivePGD",
     "SarsaCritic",
     "SoBiRL",
+    "ZeroOrder",
     "clip_by_global_norm",
     "get_leader",
     "train",

@@ -25,6 +25,7 @@ ones resume. The folder layout is the one of ``examples/four_rooms_sweep.py``
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +46,9 @@ LABELS = {"bchg": "BC-HG", "hpgd_mc": "HPGD (MC)", "hpgd_sa": "HPGD (SA)",
           "exact": "exact ascent"}
 _SARSA = {"bchg", "hpgd_sa"}
 
+#: (β, model slip) → (J at the start θ, best known J) (``references.FOUR_ROOMS``)
 REFERENCE = FOUR_ROOMS
+#: the authors' published values (``references.FOUR_ROOMS_AUTHORS``)
 AUTHORS = FOUR_ROOMS_AUTHORS
 
 #: the authors' best grid points at batch 100 (facts §4.2, cross-check from their checkpoints):
@@ -197,7 +200,13 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``bilevel reproduce four-rooms [options]`` (see the module docstring)."""
+    """``bilevel reproduce four-rooms [options]`` (see the module docstring); ``hpgd-table1``
+    goes to :mod:`bilevel_agents.experiments.reproduce_hpgd`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hpgd-table1"]:
+        from bilevel_agents.experiments.reproduce_hpgd import main as hpgd_table1
+
+        return hpgd_table1(argv)
     p = Parser(prog="bilevel reproduce", description=__doc__.split("\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task", choices=["four-rooms"])

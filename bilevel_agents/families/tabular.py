@@ -1,15 +1,27 @@
 """Tabular configurable MDPs (Four-Rooms): every-visit averages pool visits of the same state.
 
-Partial derivative: the Monte Carlo form of Alg. 8 lines 12–16 (θ-independent dynamics;
-default) or the TD form of Alg. 4 (``partial="td"``, uses the critic's ``V_L``). Follower
-response: Alg. 6's every-visit ``∇̂Q_F(s, b)``, or HPGD's ``∇̂Q_F(s, b) − ∇̂V_F(s)`` (Alg. 8
-lines 19–22), both in coefficient form. Critics: SARSA (``"td"``/``"sarsa"``, Alg. 10), Monte
-Carlo (``"mc"``, Alg. 9), exact (``"exact"``).
+Partial derivative: the Monte Carlo form of Alg. 8 lines 12–16 (``partial="mc"``; it drops
+the ``∇log p`` term, so it assumes θ-independent dynamics) or the TD form of Alg. 4
+(``partial="td"``, with the ``V_L(s') ∇log p`` term, uses the critic's ``V_L``). By default
+(``partial=None``) the family picks ``"mc"``, or ``"td"`` on problems whose dynamics depend on
+θ (``problem.config_dependent_dynamics``, e.g. tax design); ``"mc"`` asked for on such a problem
+raises. Follower response: Alg. 6's every-visit ``∇̂Q_F(s, b)``, or HPGD's
+``∇̂Q_F(s, b) − ∇̂V_F(s)`` (Alg. 8 lines 19–22), both in coefficient form. Critics: SARSA
+(``"td"``/``"sarsa"``, Alg. 10), Monte Carlo (``"mc"``, Alg. 9), exact (``"exact"``).
+
+Contexts (contextual problems, :class:`~bilevel_envs.core.ContextualMixin`): by default
+(``contexts="per_episode"``) every episode of a batch starts in a context drawn by the problem
+(its own uniform mixture). ``contexts="per_iteration"`` is HPGD's protocol: each outer iteration
+draws *one* context from the leader's generator (:func:`draw_context`) and every episode and
+restart of that iteration's on-policy batch starts in it; the mixture is restored afterwards
+(``set_context(None)``). An extra statistics batch (HPGD's oracle) keeps its own start layout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,12 +37,52 @@ from bilevel_agents.estimators.theorem1 import (
     partial_derivative_td,
 )
 from bilevel_agents.families.configurable import ConfigurableFamily, ConfigurableOptions
-from bilevel_envs.core import Batch
+from bilevel_envs.core import Batch, ContextualMixin
 from bilevel_envs.utils import check_choice, check_float
 
-__all__ = ["TabularFamily", "TabularOptions"]
+__all__ = ["CONTEXT_SAMPLING", "TabularFamily", "TabularOptions", "draw_context",
+           "in_context", "is_contextual", "start_distribution"]
 
 PARTIALS = ("mc", "td")
+#: how the episodes of an iteration choose their context (module docstring)
+CONTEXT_SAMPLING = ("per_episode", "per_iteration")
+
+
+def is_contextual(problem: Any) -> bool:
+    """Whether ``problem`` has several contexts (:class:`~bilevel_envs.core.ContextualMixin`
+    with ``n_contexts >= 2``)."""
+    return isinstance(problem, ContextualMixin) and int(problem.n_contexts) >= 2
+
+
+def draw_context(problem: Any, rng: np.random.Generator) -> int | None:
+    """One context drawn uniformly from ``rng`` (HPGD's one context per outer iteration), or
+    ``None`` for a problem without several contexts (nothing is drawn from ``rng`` then)."""
+    if not is_contextual(problem):
+        return None
+    return int(rng.integers(problem.n_contexts))
+
+
+def start_distribution(problem: Any, context: int | None) -> np.ndarray:
+    """``(S,)`` start distribution of ``context`` (``problem.context_mu0``), or the model's
+    ``mu0`` (the problem's own mixture) for ``None``."""
+    if context is None:
+        return np.asarray(problem.tabular_model().mu0, dtype=np.float64)
+    return np.asarray(problem.context_mu0(context), dtype=np.float64)
+
+
+@contextlib.contextmanager
+def in_context(problem: Any, context: int | None) -> Iterator[None]:
+    """Start every episode in ``context`` inside the block (``set_context``), then restore the
+    context the problem had (the mixture, normally). ``None``: leave the problem as it is."""
+    if context is None:
+        yield
+        return
+    saved = problem.context
+    problem.set_context(context)
+    try:
+        yield
+    finally:
+        problem.set_context(saved)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +90,24 @@ class TabularOptions(ConfigurableOptions):
     """Sampling options of tabular configurable MDPs (and :class:`ConfigurableOptions`).
 
     Attributes:
-        partial: ``"mc"`` (Alg. 8 l. 12–16, θ-independent dynamics) or ``"td"`` (Alg. 4).
+        partial: ``"mc"`` (Alg. 8 l. 12–16, θ-independent dynamics), ``"td"`` (Alg. 4) or
+            ``None``: ``"td"`` where the dynamics depend on θ, else ``"mc"`` (the family
+            resolves it; its options then hold the choice).
         sarsa_alpha: α_SA of the SARSA critic (critic ``"td"`` or ``"sarsa"``).
+        contexts: ``"per_episode"`` (the problem's mixture; default) or ``"per_iteration"``
+            (one context per outer iteration from the leader's generator, HPGD's protocol;
+            contextual problems only).
     """
 
-    partial: str = "mc"
+    partial: str | None = None
     sarsa_alpha: float = 0.5
+    contexts: str = "per_episode"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("partial", self.partial, PARTIALS)
+        if self.partial is not None:
+            check_choice("partial", self.partial, PARTIALS)
+        check_choice("contexts", self.contexts, CONTEXT_SAMPLING)
         object.__setattr__(self, "sarsa_alpha", check_float("sarsa_alpha", self.sarsa_alpha,
                                                             low=0.0, high=1.0, low_open=True))
 
@@ -57,6 +117,60 @@ class TabularFamily(ConfigurableFamily):
 
     label = "tabular configurable MDPs"
     Options = TabularOptions
+
+    def __init__(self, br: Any, **options: Any):
+        super().__init__(br, **options)
+        problem = self.problem
+        dependent = bool(getattr(problem, "config_dependent_dynamics", False))
+        if self.options.partial is None:
+            self.options = dataclasses.replace(self.options, partial="td" if dependent else "mc")
+        elif self.options.partial == "mc" and dependent:
+            raise ValueError(
+                f"partial='mc' (Alg. 8) drops the ∇log p term and assumes θ-independent "
+                f"dynamics, but the dynamics of {type(problem).__name__} depend on θ: use "
+                f"partial='td' (Alg. 4; the default on such problems)")
+        if self.options.contexts == "per_iteration" and not is_contextual(problem):
+            raise ValueError(f"contexts='per_iteration' needs a contextual problem (a "
+                             f"ContextualMixin with several contexts), got "
+                             f"{type(problem).__name__} with "
+                             f"{getattr(problem, 'n_contexts', 1)} context(s)")
+        #: the context of the last on-policy batch (``None``: the problem's mixture)
+        self.last_context: int | None = None
+
+    def initial_theta(self, rng: np.random.Generator, init_scale: float) -> np.ndarray:
+        """θ0 = the problem's default config + N(0, init_scale²): the authors' N(0, 0.01²) on
+        Four-Rooms (default 0), HPGD's rates 0.3 on tax design (default logit(0.15))."""
+        noise = rng.normal(0.0, init_scale, size=self.br.config_space.shape)
+        default = np.asarray(self.problem.default_config(), dtype=np.float64)
+        if not np.any(default):
+            return noise  # bit for bit the authors' initialisation
+        space = self.br.config_space
+        return np.clip(default.reshape(noise.shape) + noise, space.low, space.high)
+
+    def hparams(self) -> dict[str, Any]:
+        """The sampling options (``contexts`` only when not the default, so that the run
+        folders of earlier releases keep their identity)."""
+        out = super().hparams()
+        if out.get("contexts") == CONTEXT_SAMPLING[0]:
+            del out["contexts"]
+        return out
+
+    def collect(self, leader: Any) -> Batch:
+        """The on-policy batch; with ``contexts="per_iteration"`` all in one context drawn from
+        the leader's generator (the problem's mixture is restored afterwards)."""
+        if self.options.contexts == "per_episode":
+            self.last_context = None
+            return super().collect(leader)
+        self.last_context = draw_context(self.problem, leader.rng)
+        with in_context(self.problem, self.last_context):
+            return super().collect(leader)
+
+    def batch_metrics(self, batch: Batch) -> dict[str, float]:
+        """The number of finished episodes (and the drawn context, one per iteration)."""
+        out = super().batch_metrics(batch)
+        if self.last_context is not None:
+            out["context"] = float(self.last_context)
+        return out
 
     @property
     def partial_needs_critic(self) -> bool:  # type: ignore[override]

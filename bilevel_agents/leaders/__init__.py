@@ -12,6 +12,8 @@ name (CLI)         class                                        defined on
 ``sobirl``         :class:`SoBiRL` (Yang et al. 2025)           tabular configurable MDPs
 ``biac``           :class:`BiAC` (App. C.1)                     tabular Markov games
 ``exact``          :class:`ExactAscent`                         problems with an exact model
+``amd``            :class:`AMD` (Chen et al. 2022, as HPGD)     tabular configurable MDPs
+``zero_order``     :class:`ZeroOrder` (HPGD's baseline)         problems with an exact model
 =================  ===========================================  ==============================
 
 :data:`LEADERS` maps the CLI names to the classes (add your own leader to it to use the CLI);
@@ -22,18 +24,22 @@ name (CLI)         class                                        defined on
 from __future__ import annotations
 
 from bilevel_agents.leader import Leader
+from bilevel_agents.leaders.amd import AMD
 from bilevel_agents.leaders.bchg import BCHG
 from bilevel_agents.leaders.biac import BiAC
 from bilevel_agents.leaders.exact_ascent import ExactAscent
 from bilevel_agents.leaders.hpgd import HPGD, HPGDMonteCarlo, HPGDOracle, HPGDSarsa
 from bilevel_agents.leaders.naive_pgd import NaivePGD
 from bilevel_agents.leaders.sobirl import SoBiRL
+from bilevel_agents.leaders.zero_order import ZeroOrder
 
-__all__ = ["ALIASES", "BCHG", "HPGD", "LEADERS", "BiAC", "ExactAscent", "NaivePGD", "SoBiRL",
-           "get_leader"]
+__all__ = ["ALIASES", "AMD", "BCHG", "HPGD", "LEADERS", "BiAC", "ExactAscent", "NaivePGD",
+           "SoBiRL", "ZeroOrder", "get_leader"]
 
+#: CLI name → leader class (add your own leader here to train it with ``bilevel train``)
 LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (
-    BCHG, NaivePGD, HPGD, HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL, BiAC, ExactAscent)}
+    BCHG, NaivePGD, HPGD, HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL, BiAC, ExactAscent,
+    AMD, ZeroOrder)}
 
 #: names of earlier releases → current names
 ALIASES: dict[str, str] = {
