@@ -48,6 +48,10 @@ class SarsaCritic(TableCritic):
     follower's policy is known to the leader (paper Assumption 1), so the sampled ``b'`` only
     adds variance.
 
+    With ``state_values="td"`` it also learns ``V_L(s)`` by TD(0) in the same pass, so that the
+    Benefit ``Q_L − V_L`` needs no policy from the follower (a follower that publishes none);
+    the default ``"policy"`` takes ``V_L = Σ_b g(b|s) Q_L(s, b)`` with the published policy.
+
     Args:
         n_states, n_actions: table shape.
         alpha: SARSA step size α_SA in (0, 1].
@@ -55,11 +59,19 @@ class SarsaCritic(TableCritic):
         init_std: the table starts at N(0, init_std²) (the authors use 1).
         rng: generator for the initial table and the pass order.
         expected: expected-SARSA bootstrap (default: the paper's sampled ``b'``).
+        state_values: ``"policy"`` or ``"td"`` (above).
     """
 
     def __init__(self, n_states: int, n_actions: int, *, alpha: float = 0.5, gamma: float = 0.99,
                  init_std: float = 1.0, rng: np.random.Generator | None = None,
-                 expected: bool = False):
+                 expected: bool = False, state_values: str = "policy"):
+        if state_values not in ("policy", "td"):
+            raise ValueError(f"state_values must be 'policy' or 'td', got {state_values!r}")
+        if expected and state_values == "td":
+            raise ValueError("expected=True bootstraps on the follower's published policy; "
+                             "state_values='td' is for followers that publish none")
+        self.state_values = state_values
+        self.state_table = np.zeros(n_states)
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha (SARSA step size) must be in (0, 1], got {alpha!r}")
         if not 0.0 <= gamma < 1.0:
@@ -91,6 +103,18 @@ class SarsaCritic(TableCritic):
                 td = reward[k] + boot[k] * v2 - q[i]
                 q[i] += a * td
                 sq_td += td * td
+        elif self.state_values == "td":  # also V(s) += α (r + γ V(s') − V(s))
+            nxt = key[1:] + [0]
+            state, nxt_state = batch.obs.tolist(), batch.next_obs.tolist()
+            v = self.state_table.tolist()
+            for k in order:
+                i = key[k]
+                td = reward[k] + boot[k] * q[nxt[k]] - q[i]
+                q[i] += a * td
+                sq_td += td * td
+                j = state[k]
+                v[j] += a * (reward[k] + boot[k] * v[nxt_state[k]] - v[j])
+            self.state_table = np.asarray(v)
         else:
             nxt = key[1:] + [0]
             for k in order:
@@ -100,6 +124,22 @@ class SarsaCritic(TableCritic):
                 sq_td += td * td
         self.table = np.asarray(q).reshape(self.table.shape)
         return {"critic_td_rms": (sq_td / max(len(key), 1)) ** 0.5}
+
+    def v(self, states: np.ndarray, br: Any) -> np.ndarray:
+        """``V_L(s)``: under the published policy, or the learned table (``state_values``)."""
+        if self.state_values == "td":
+            return self.state_table[states]
+        return super().v(states, br)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tables."""
+        return {"table": self.table.copy(), "state_table": self.state_table.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        super().load_state_dict(state)
+        if "state_table" in state:
+            self.state_table = np.array(state["state_table"], dtype=np.float64)
 
 
 class MonteCarloCritic(TableCritic):

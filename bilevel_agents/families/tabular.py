@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_agents.critics.follower import TabularFollowerValue
 from bilevel_agents.critics.oracle import exact_critic
 from bilevel_agents.critics.tabular import MonteCarloCritic, SarsaCritic
 from bilevel_agents.estimators.theorem1 import (
@@ -38,6 +39,7 @@ from bilevel_agents.estimators.theorem1 import (
 )
 from bilevel_agents.families.configurable import ConfigurableFamily, ConfigurableOptions
 from bilevel_envs.core import Batch, ContextualMixin
+from bilevel_envs.followers.base import published
 from bilevel_envs.utils import check_choice, check_float
 
 __all__ = ["CONTEXT_SAMPLING", "TabularFamily", "TabularOptions", "draw_context",
@@ -122,6 +124,11 @@ class TabularFamily(ConfigurableFamily):
         super().__init__(br, **options)
         problem = self.problem
         dependent = bool(getattr(problem, "config_dependent_dynamics", False))
+        needs_v = dependent and published(br.follower, "soft_v") is None
+        self.follower_value = (TabularFollowerValue(problem.n_states, problem.n_actions,
+                                                    beta=br.beta,
+                                                    gamma=problem.gamma_follower)
+                               if needs_v else None)
         if self.options.partial is None:
             self.options = dataclasses.replace(self.options, partial="td" if dependent else "mc")
         elif self.options.partial == "mc" and dependent:
@@ -186,6 +193,9 @@ class TabularFamily(ConfigurableFamily):
         shape = (problem.n_states, problem.n_actions)
         gamma = problem.gamma_leader
         if kind in ("td", "sarsa"):
+            if published(self.br.follower, "policy") is None:
+                # no published policy: V_L by TD instead of Σ_b g Q_L
+                critic_kwargs = {"state_values": "td", **critic_kwargs}
             return SarsaCritic(*shape, alpha=self.options.sarsa_alpha, gamma=gamma,
                                rng=leader.rng, **critic_kwargs)
         if kind == "mc":
@@ -201,8 +211,21 @@ class TabularFamily(ConfigurableFamily):
         return batch.obs * B + batch.actions, self.problem.n_states * B
 
     def soft_v(self, states: np.ndarray) -> np.ndarray:
-        """``V_F(s)`` from the follower's published table."""
+        """``V_F(s)`` where the estimators need it: only the ``∇log p`` terms use it, so zeros on
+        problems whose dynamics do not depend on θ (the follower is not asked); else the
+        follower's published table, or the leader's own estimate for a follower that publishes
+        none (:class:`~bilevel_agents.critics.follower.TabularFollowerValue`)."""
+        if not self.problem.config_dependent_dynamics:
+            return np.zeros(np.shape(states))
+        if self.follower_value is not None:
+            return self.follower_value.v(states)
         return self.br.soft_v[states]
+
+    def learn(self, leader: Any, batch: Batch) -> dict[str, float]:
+        """Fit the leader's own ``V_F`` estimate when it is needed and not published."""
+        if self.follower_value is None:
+            return {}
+        return self.follower_value.update(batch, self.br)
 
     def partial_term(self, leader: Any, batch: Batch) -> SurrogateTerm:
         """Alg. 8 lines 12–16 (``partial="mc"``) or Alg. 4 (``"td"``)."""

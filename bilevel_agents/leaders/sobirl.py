@@ -32,6 +32,7 @@ from bilevel_agents.estimators.theorem1 import Coefficients, SurrogateTerm
 from bilevel_agents.families import TabularFamily
 from bilevel_agents.leader import Leader
 from bilevel_envs.core import Batch
+from bilevel_envs.followers.base import require_published
 
 __all__ = ["SoBiRL", "sobirl_coefficients"]
 
@@ -96,6 +97,11 @@ class SoBiRL(Leader):
     name = "sobirl"
     families = (TabularFamily,)
     default_critic = "mc"
+
+    def __init__(self, br: Any, **kwargs: Any):
+        super().__init__(br, **kwargs)
+        # the one-step expectation E_{b~g} ∇r_F needs the follower's policy (Assumption 1)
+        require_published(br.follower, "policy")
 
     def guiding_term(self, batch: Batch, stats: Batch) -> SurrogateTerm:
         """SoBiRL's one-step guiding term, sampled and expected parts in one surrogate."""

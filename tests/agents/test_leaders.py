@@ -204,3 +204,48 @@ def test_game_leader_options_are_validated(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         BCHG(GameBestResponse(toy_game_v0.env(), beta=0.05), **kwargs)
+
+
+@pytest.mark.parametrize("leader_cls,kwargs", [(BCHG, {}), (NaivePGD, {}),
+                                                ("hpgd", {"critic": "mc"})])
+def test_a_black_box_follower_needs_no_exact_solver(leader_cls, kwargs, monkeypatch):
+    """Trained with a follower that publishes nothing (black-box soft Q-learning), a leader uses
+    the follower's actions and rewards only: the exact solver may raise during training."""
+    import importlib
+
+    from bilevel_agents import HPGD
+    from bilevel_envs.followers import SoftQLearning
+
+    svi = importlib.import_module("bilevel_envs.followers.soft_value_iteration")
+
+    follower = SoftQLearning(0.005, steps_per_leader_update=200, publish=False, seed=0)
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005, follower=follower)
+    cls = HPGD if leader_cls == "hpgd" else leader_cls
+
+    def forbidden(*args, **kw):
+        raise AssertionError("the exact solver was called during training")
+
+    monkeypatch.setattr(svi, "soft_value_iteration", forbidden)
+    monkeypatch.setattr(svi, "soft_newton_step", forbidden)
+    monkeypatch.setattr(importlib.import_module("bilevel_agents.exact.tabular"),
+                        "soft_value_iteration", forbidden)
+    leader = cls(br, seed=0, **kwargs)
+    theta0 = leader.theta
+    history = leader.learn(20, evaluate=False, progress=False)
+    assert len(history) == 20 and not np.array_equal(leader.theta, theta0)
+    monkeypatch.undo()
+    from bilevel_agents.exact import follower_metrics, leader_objective
+
+    assert np.isfinite(leader_objective(br))  # evaluation, kept separate, may solve exactly
+    assert set(follower_metrics(br)) == {"objective_actual", "follower_gap"}
+
+
+def test_sobirl_needs_the_followers_policy():
+    from bilevel_agents import SoBiRL
+    from bilevel_envs.followers import SoftQLearning
+    from bilevel_envs.followers.base import NotPublishedError
+
+    follower = SoftQLearning(0.005, steps_per_leader_update=10, publish=False, seed=0)
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005, follower=follower)
+    with pytest.raises(NotPublishedError, match="does not publish policy"):
+        SoBiRL(br)
