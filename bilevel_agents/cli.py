@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
 
     r = sub.add_parser("reproduce", help="re-run a paper experiment", formatter_class=fmt)
-    r.add_argument("task", choices=["four-rooms", "hpgd-table1"])
+    r.add_argument("task", choices=["four-rooms", "hpgd-table1", "followers"])
     r.add_argument("options", nargs=argparse.REMAINDER, help="see `bilevel reproduce TASK -h`")
     r.set_defaults(func=_cmd_reproduce)
     return p

@@ -201,12 +201,17 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``bilevel reproduce four-rooms [options]`` (see the module docstring); ``hpgd-table1``
-    goes to :mod:`bilevel_agents.experiments.reproduce_hpgd`."""
+    goes to :mod:`bilevel_agents.experiments.reproduce_hpgd`, ``followers`` to
+    :mod:`bilevel_agents.experiments.reproduce_followers`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["hpgd-table1"]:
         from bilevel_agents.experiments.reproduce_hpgd import main as hpgd_table1
 
         return hpgd_table1(argv)
+    if argv[:1] == ["followers"]:
+        from bilevel_agents.experiments.reproduce_followers import main as followers
+
+        return followers(argv)
     p = Parser(prog="bilevel reproduce", description=__doc__.split("\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task", choices=["four-rooms"])

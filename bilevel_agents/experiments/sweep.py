@@ -43,9 +43,11 @@ class RunSpec:
     checkpoint_every: int = 500
     tail: int = 1000  # the score is the mean objective over the last `tail` iterations
     follower: str = "exact"
+    eval_every: int = 1  # exact evaluation every k iterations (NaN rows between)
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, 1)
+        check_int("eval_every", self.eval_every, 1)
         check_int("seed", self.seed, 0)
         check_int("checkpoint_every", self.checkpoint_every, 1)
         check_int("tail", self.tail, 1)
@@ -59,7 +61,9 @@ class RunSpec:
                              "beta": float(self.beta), "follower": self.follower,
                              "leader": get_leader(self.leader).name,
                              "leader_kwargs": dict(self.leader_kwargs), "seed": int(self.seed),
-                             "iterations": int(self.iterations)}}
+                             "iterations": int(self.iterations),
+                             **({} if self.eval_every == 1 else
+                                {"eval_every": int(self.eval_every)})}}
 
     @property
     def run_dir(self) -> Path:
@@ -166,7 +170,8 @@ def run_one(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
     """
     leader = build_leader(spec)
     leader.learn(spec.iterations, run_dir=spec.run_dir, progress=progress,
-                 checkpoint_every=spec.checkpoint_every, spec=spec.identity(), tail=spec.tail)
+                 checkpoint_every=spec.checkpoint_every, spec=spec.identity(), tail=spec.tail,
+                 eval_every=spec.eval_every)
     summary = json.loads((spec.run_dir / "summary.json").read_text())
     return {**asdict(spec), **summary}
 
@@ -216,7 +221,8 @@ def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
     fallbacks: list[tuple[RunSpec, str]] = []
     for group in groups.values():
         try:
-            reason = unsupported_reason(build_leader(group[0]))
+            reason = ("the engine evaluates every iteration" if group[0].eval_every != 1
+                      else unsupported_reason(build_leader(group[0])))
         except Exception as err:  # noqa: BLE001  (the run itself reports it, in a process)
             reason = f"its leader could not be built here ({err})"
         if reason is not None:
