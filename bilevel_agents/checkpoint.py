@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
+#: version of the checkpoint format written by :func:`save_checkpoint`
 FORMAT_VERSION = 1
 _STATE = "__state__"
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, NoReturn
 
-__all__ = ["Parser", "number", "number_list", "parse_seeds", "seeds"]
+__all__ = ["Parser", "apply_config", "number", "number_list", "parse_seeds", "seeds"]
 
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``bilevel train: error: ...``) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` on one line and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -83,3 +84,96 @@ def seeds(text: str) -> list[int]:
         return parse_seeds(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err).replace("--seeds ", "")) from None
+
+
+def _flat(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _config_value(action: argparse.Action, key: str, value: Any) -> Any:
+    """A value of a ``--config`` file as the flag ``action`` would have parsed it.
+
+    Raises:
+        ValueError: a value the flag does not take (the message names the key).
+    """
+    flag = action.option_strings[0] if action.option_strings else action.dest
+    if action.nargs == 0:  # a switch: store_true / --x/--no-x
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: {flag} is a switch, expected true or false, got {value!r}")
+        return value
+    if action.nargs in ("*", "+"):  # KEY=VALUE lists: a mapping or a list of "k=v" strings
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: expected a mapping or a list of KEY=VALUE strings, got "
+                             f"{value!r}")
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, dict):
+        raise ValueError(f"{key}: {flag} does not take {value!r}")
+    if isinstance(value, (list, tuple)):  # a grid axis or a seed list
+        text = ",".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if action.type is not None:
+        try:
+            parsed = action.type(text)
+        except (argparse.ArgumentTypeError, ValueError) as err:
+            raise ValueError(f"{key}: {_flat(err)}") from None
+    else:
+        parsed = text
+    if action.choices is not None and parsed not in action.choices:
+        raise ValueError(f"{key}: {parsed!r} is not one of {list(action.choices)}")
+    return parsed
+
+
+def apply_config(parser: argparse.ArgumentParser, path: str, *, skip: tuple[str, ...] = (
+        "help", "config")) -> dict[str, Any]:
+    """Read a YAML file of flag values and make them ``parser``'s defaults.
+
+    As rl-zoo's hyperparameter files: a mapping whose keys are the parser's flag names, spelt
+    with ``_`` or ``-`` (``batch_size`` or ``batch-size``); values are what the flag takes
+    (``lr: [0.1, 0.05]`` or ``lr: 0.1,0.05``; ``seeds: 0-9``; ``env_kwargs: {reward: 2}``;
+    switches ``true``/``false``). Flags given on the command line override the file, since
+    the file's values are only defaults.
+
+    Args:
+        parser: the (sub-)parser whose flags the file sets.
+        path: the YAML file.
+        skip: destinations a file may not set.
+
+    Returns:
+        The defaults set, by destination.
+
+    Raises:
+        SystemExit: (code 2, one line, through ``parser.error``) an unreadable file, invalid
+            YAML, a file that is not a mapping, an unknown key or a bad value.
+    """
+    import yaml
+
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except OSError as err:
+        parser.error(f"--config {path}: cannot read it ({err.strerror or err})")
+    except yaml.YAMLError as err:
+        parser.error(f"--config {path}: not valid YAML ({_flat(err)})")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        parser.error(f"--config {path}: expected a mapping of flag names to values, got "
+                     f"{type(data).__name__}")
+    actions = {a.dest: a for a in parser._actions if a.dest not in skip and a.option_strings}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            parser.error(f"--config {path}: unknown key {key!r}; the keys are the flags: "
+                         + ", ".join(sorted(actions)))
+        try:
+            values[dest] = _config_value(actions[dest], str(key), value)
+        except ValueError as err:
+            parser.error(f"--config {path}: {err}")
+    parser.set_defaults(**values)
+    return values

@@ -133,12 +133,25 @@ class ConfigurableEnv(gym.Env):
         return state
 
     def validate_action(self, action: Any) -> Any:
+        """The action as the simulator takes it; ``ValueError`` if not in ``action_space``."""
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in the action space {self.action_space}")
         return action
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode (Gymnasium API).
+
+        Args:
+            seed: seeds the simulator's ``np_random``.
+            options: ``{"config": θ}`` sets the leader's parameter first (the only option).
+
+        Returns:
+            ``(obs, info)`` at a start state drawn by :meth:`sample_initial_states`.
+
+        Raises:
+            ValueError: an unknown option or a bad θ (θ is then left unchanged).
+        """
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"config"})
@@ -150,6 +163,16 @@ class ConfigurableEnv(gym.Env):
         return self.state_to_obs(self._state), {}
 
     def step(self, action: Any):
+        """One follower step at the current θ (Gymnasium API).
+
+        Returns:
+            ``(obs, r_follower, terminated, truncated, info)``; ``info["leader_reward"]`` is the
+            leader's reward of the same transition (rewards of the state where the action is taken).
+
+        Raises:
+            RuntimeError: before :meth:`reset`.
+            ValueError: an action outside the action space, or a non-finite reward.
+        """
         if not hasattr(self, "_state"):
             raise RuntimeError("call reset() before step()")
         action = self.validate_action(action)
@@ -253,12 +276,20 @@ class TabularConfigurableEnv(ConfigurableEnv):
         return type(self).log_transition_torch is not TabularConfigurableEnv.log_transition_torch
 
     def follower_reward_torch(self, theta, states, actions):
+        """``r_F^θ(s, b)`` read from :meth:`tabular_rewards_torch` (differentiable in θ)."""
         return self.tabular_rewards_torch(theta)[0][states, actions]
 
     def leader_reward_torch(self, theta, states, actions):
+        """``r_L^θ(s, b)`` read from :meth:`tabular_rewards_torch` (differentiable in θ)."""
         return self.tabular_rewards_torch(theta)[1][states, actions]
 
     def make_follower(self, beta: float, **kwargs: Any):
+        """The exact soft best response: a :class:`~bilevel_envs.followers.TabularSoftFollower`.
+
+        Args:
+            beta: the follower's entropy temperature β > 0.
+            **kwargs: solver options (``tol``, ``max_iterations``, ``solver``, ``warm_start``).
+        """
         return TabularSoftFollower(beta=beta, **kwargs)
 
 

@@ -157,10 +157,12 @@ def _order(method: str) -> int:
 def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
                       slips: Sequence[float], tail: int = 1000,
                       plots: str | Path | None = None) -> str:
-    """Markdown tables: best grid point per method, last-``tail`` mean ± SE, share of the gap,
-    the authors' numbers (and their share of *their* gap: slip-0.44 reference values; only shares
-    compare across the two dynamics) and the best known value; learning curves into ``plots``."""
-    from bilevel_agents.experiments.results import plot_results, score_table
+    """Markdown tables: best grid point per method, last-``tail`` mean ± SE, the interquartile
+    mean over seeds with its 95% stratified-bootstrap interval
+    (:func:`~bilevel_agents.experiments.results.aggregate`), share of the gap, the authors'
+    numbers (and their share of *their* gap: slip-0.44 reference values; only shares compare
+    across the two dynamics) and the best known value; learning curves into ``plots``."""
+    from bilevel_agents.experiments.results import aggregate, plot_results, score_table
 
     lines: list[str] = []
     for slip in slips:
@@ -170,9 +172,9 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
             a_start, a_best = REFERENCE[(beta, 0.44)]  # the authors' dynamics
             lines += [f"### β = {beta}, slip = {slip:.2f} (start {start}, best known {best})", "",
                       "| method | batch | best grid point | seeds | iterations | "
-                      f"last-{tail} mean J ± SE | share of gap | authors' J (slip 0.44) | "
-                      "authors' share |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      f"last-{tail} mean J ± SE | IQM [95% CI] | share of gap | "
+                      "authors' J (slip 0.44) | authors' share |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for batch in batches:
                 root = cell_dir(out, beta, slip, batch)
                 if not root.exists():
@@ -186,11 +188,13 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                         else float("nan")
                     ref = AUTHORS.get((beta, batch), {}).get(method)
                     a_share = "–" if ref is None else f"{(ref - a_start) / (a_best - a_start):.0%}"
+                    q = aggregate(row["scores"])
                     lines.append(
                         f"| {_label(row)} | "
                         f"{batch} | `{row['point']}` | {row['seeds']} | "
                         f"{row['iterations']} | {row['mean']:.3f} ± {row['se']:.3f} | "
-                        f"{share:.0%} | {'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
+                        f"{q['iqm']:.3f} [{q['low']:.3f}, {q['high']:.3f}] | {share:.0%} | "
+                        f"{'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
                 if plots is not None:
                     plot_results(root, Path(plots) / root.name, tail=tail, best_known=best,
                                  title=f"Four-Rooms β={beta}, slip={slip:.2f}, batch {batch}",

@@ -11,6 +11,7 @@ name (CLI)         class                                        defined on
 ``hpgd_oracle``    HPGD with ``oracle_batch_size=10_000``       tabular configurable MDPs
 ``sobirl``         :class:`SoBiRL` (Yang et al. 2025)           tabular configurable MDPs
 ``biac``           :class:`BiAC` (App. C.1)                     tabular Markov games
+``bchg_model``     :class:`ModelBCHG` (plug-in model critic)    linear-Gaussian games (LQR)
 ``exact``          :class:`ExactAscent`                         problems with an exact model
 ``amd``            :class:`AMD` (Chen et al. 2022, as HPGD)     tabular configurable MDPs
 ``zero_order``     :class:`ZeroOrder` (HPGD's baseline)         problems with an exact model
@@ -26,6 +27,7 @@ from __future__ import annotations
 from bilevel_agents.leader import Leader
 from bilevel_agents.leaders.amd import AMD
 from bilevel_agents.leaders.bchg import BCHG
+from bilevel_agents.leaders.bchg_model import ModelBCHG
 from bilevel_agents.leaders.biac import BiAC
 from bilevel_agents.leaders.exact_ascent import ExactAscent
 from bilevel_agents.leaders.hpgd import HPGD, HPGDMonteCarlo, HPGDOracle, HPGDSarsa
@@ -33,13 +35,13 @@ from bilevel_agents.leaders.naive_pgd import NaivePGD
 from bilevel_agents.leaders.sobirl import SoBiRL
 from bilevel_agents.leaders.zero_order import ZeroOrder
 
-__all__ = ["ALIASES", "AMD", "BCHG", "HPGD", "LEADERS", "BiAC", "ExactAscent", "NaivePGD",
-           "SoBiRL", "ZeroOrder", "get_leader"]
+__all__ = ["ALIASES", "AMD", "BCHG", "HPGD", "LEADERS", "BiAC", "ExactAscent", "ModelBCHG",
+           "NaivePGD", "SoBiRL", "ZeroOrder", "get_leader"]
 
 #: CLI name → leader class (add your own leader here to train it with ``bilevel train``)
 LEADERS: dict[str, type[Leader]] = {cls.name: cls for cls in (
     BCHG, NaivePGD, HPGD, HPGDMonteCarlo, HPGDSarsa, HPGDOracle, SoBiRL, BiAC, ExactAscent,
-    AMD, ZeroOrder)}
+    AMD, ZeroOrder, ModelBCHG)}
 
 #: names of earlier releases → current names
 ALIASES: dict[str, str] = {

@@ -76,8 +76,11 @@ from bilevel_envs.utils import check_choice, check_int
 __all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "LEADER_VALUES", "ORACLE_STARTS",
            "UNVISITED"]
 
+#: layouts of the oracle batch (``oracle_starts``; module docstring)
 ORACLE_STARTS = ("first", "every")
+#: what an on-policy ``(s, b)`` absent from the oracle batch contributes (``unvisited``)
 UNVISITED = ("drop", "zero")
+#: the leader factor of the guiding term (``leader_value``)
 LEADER_VALUES = ("benefit", "q", "return")
 
 

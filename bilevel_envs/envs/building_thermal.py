@@ -110,6 +110,11 @@ class BuildingThermalEnv(ConfigurableEnv):
     ## Episode End
     Never terminates; 100-step time limit (``max_episode_steps``).
 
+    ## Rendering
+    ``render_mode="rgb_array"``: a ``(480, 640, 3)`` ``uint8`` picture of the episode so far:
+    the four zone temperature deviations (top) and the two HVAC actions (bottom) against the
+    step, with θ's insulation and airflow in the title (matplotlib's Agg canvas; no window).
+
     ## Arguments
     - ``noise_std`` (0.02): per-zone noise standard deviation.
     - ``init_std`` (5.0): start-state standard deviation.
@@ -117,6 +122,7 @@ class BuildingThermalEnv(ConfigurableEnv):
     - ``max_episode_steps`` (100).
     - ``config_bound`` (20.0): ``config_space = [−bound, bound]^8``.
     - ``config``: initial θ (default zeros).
+    - ``render_mode``: ``None`` or ``"rgb_array"``.
 
     Example:
         >>> env = BuildingThermalEnv()
@@ -125,7 +131,7 @@ class BuildingThermalEnv(ConfigurableEnv):
         ((4,), (8,))
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     #: the paper's follower temperature (App. C.5)
     default_beta = 0.1
     #: θ = (insulation logits (4), airflow logits (4)): two groups (the authors clip them apart)
@@ -142,9 +148,12 @@ class BuildingThermalEnv(ConfigurableEnv):
             raise ValueError(f"gamma must be in (0, 1), got {gamma!r}")
         if int(max_episode_steps) < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps!r}")
-        if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported (no rendering)")
-        self.render_mode = None
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._trace_states: list[np.ndarray] = []
+        self._trace_actions: list[np.ndarray] = []
         self.noise_std = float(noise_std)
         self.init_std = float(init_std)
         self.gamma_follower = self.gamma_leader = float(gamma)
@@ -251,7 +260,58 @@ class BuildingThermalEnv(ConfigurableEnv):
         pts = mean[:, None, :] + np.concatenate([off, -off])[None]
         return pts, np.full(2 * N_ZONES, 1.0 / (2 * N_ZONES))
 
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode (:meth:`ConfigurableEnv.reset`); the rendered trace restarts."""
+        out = super().reset(seed=seed, options=options)
+        self._trace_states, self._trace_actions = [np.array(self._state)], []
+        return out
+
+    def step(self, action: Any):
+        """One follower step (:meth:`ConfigurableEnv.step`), recorded for :meth:`render`."""
+        out = super().step(action)
+        self._trace_states.append(np.array(self._state))
+        self._trace_actions.append(self.validate_action(action))
+        return out
+
+    def render(self) -> np.ndarray | None:
+        """``"rgb_array"``: the zone temperatures and HVAC actions of the episode so far as a
+        ``(480, 640, 3)`` ``uint8`` array; ``None`` without a render mode."""
+        if self.render_mode != "rgb_array":
+            return None
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.4, 4.8), dpi=100)
+        canvas = FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        states = np.array(self._trace_states).reshape(-1, N_ZONES)
+        actions = np.array(self._trace_actions).reshape(-1, N_HVAC)
+        for i in range(N_ZONES):
+            top.plot(np.arange(len(states)), states[:, i], lw=1.3, label=f"zone {i + 1}")
+        top.axhline(0.0, color="k", lw=0.6, ls=":")
+        top.set_ylabel("temperature deviation", fontsize=8)
+        top.legend(fontsize=7, ncol=4, loc="upper right")
+        for j in range(N_HVAC):
+            bottom.step(np.arange(len(actions)), actions[:, j], where="post", lw=1.3,
+                        label=f"HVAC unit {j + 1}")
+        bottom.axhline(0.0, color="k", lw=0.6, ls=":")
+        bottom.set_ylabel("HVAC action", fontsize=8)
+        bottom.set_xlabel("step")
+        bottom.set_xlim(0, self.max_episode_steps)
+        bottom.legend(fontsize=7, ncol=2, loc="upper right")
+        for ax in (top, bottom):
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.25)
+            ax.ticklabel_format(axis="y", useOffset=False)
+        fig.suptitle(f"building thermal control, step {len(actions)}/{self.max_episode_steps}: "
+                     f"insulation α = {np.round(self.insulation, 2).tolist()}, airflow = "
+                     f"{np.round(self.airflow, 2).tolist()}", fontsize=8)
+        fig.tight_layout()
+        canvas.draw()
+        return np.array(canvas.buffer_rgba())[..., :3]
+
     def state_to_obs(self, state: Any) -> np.ndarray:
+        """The observation of a state: the temperature deviations as ``float32``."""
         return np.asarray(state, dtype=np.float32)
 
     def validate_action(self, action: Any) -> np.ndarray:

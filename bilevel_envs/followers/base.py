@@ -69,9 +69,27 @@ class Follower(Protocol):
 
     beta: float
 
-    def solve(self, problem: Any) -> None: ...
+    def solve(self, problem: Any) -> None:
+        """Answer the leader's current θ (re-solve, take k steps, or train).
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+        Args:
+            problem: the unwrapped problem at its current θ (a game follower also receives the
+                leader's policy: ``solve(game, leader_policy)``).
+        """
+        ...
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sample the follower's actions for a batch of observations.
+
+        Args:
+            obs: a batch of follower observations (``(N,)`` tabular states, ``(N, n)`` continuous
+                states, or a game's follower observations).
+            rng: the generator every random number is drawn from.
+
+        Returns:
+            One action per observation (``(N,)`` ints or ``(N, m)`` floats).
+        """
+        ...
 
 
 class NotPublishedError(AttributeError):

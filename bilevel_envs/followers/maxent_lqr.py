@@ -404,6 +404,7 @@ class MaxEntLQRFollower:
     # -------------------------------------------------------------- protocol
     @property
     def policy(self) -> GaussianLinearPolicy:
+        """The Gaussian policy ``g(b|s) = N(−K s, (β/2) S⁻¹)`` of the last solve."""
         self._require()
         return self._policy
 
@@ -414,6 +415,7 @@ class MaxEntLQRFollower:
 
     @property
     def soft_v(self):
+        """``V_F(s) = −(sᵀP s + v)`` as a function of an ``(N, n)`` batch of states."""
         sol = self._require()
 
         def soft_v(states: np.ndarray) -> np.ndarray:
@@ -424,6 +426,8 @@ class MaxEntLQRFollower:
 
     @property
     def soft_q(self):
+        """``Q_F(s, b) = r_F(s, b) + γ E[V_F(s')]``, a function of ``(N, n)`` states and
+        ``(N, m)`` actions."""
         sol, mdl = self._require(), self.model
 
         def soft_q(states: np.ndarray, actions: np.ndarray) -> np.ndarray:

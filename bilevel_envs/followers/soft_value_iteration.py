@@ -10,7 +10,9 @@ Two solvers share one backup:
 
 * ``"newton"`` (default): soft policy iteration, i.e. Newton's method on the soft Bellman
   operator. Each step evaluates the current Boltzmann policy exactly by one sparse linear
-  solve; convergence is quadratic, so a warm start needs 1–3 steps to reach 1e-10.
+  solve (:meth:`~bilevel_envs.model.TabularModel.solve_discounted`: sparse elimination on a
+  static schedule up to ``DENSE_LIMIT`` states, SuperLU above); convergence is quadratic, so
+  a warm start needs 1–3 steps to reach 1e-10.
 * ``"value_iteration"``: plain synchronous soft value-iteration backups (γ-contraction). With
   ``max_iterations=k`` it stops after ``k`` backups.
 
@@ -120,36 +122,38 @@ def soft_value_iteration(
     cap = max_iterations if max_iterations is not None else (
         10_000 if solver == "newton" else int(50 * np.log(1e3 / tol) / max(1 - gamma, 1e-6)))
     iterations, residual = 0, np.inf
+    soft = soft_value(q, beta)  # (V, g) of the current q: the backup's and the step's
     while iterations < cap:
-        tq = soft_bellman_backup(q, model, r, beta, gamma)
+        tq = r + gamma * model.continuation_values(soft[0])  # soft_bellman_backup
         residual = float(np.max(np.abs(tq - q)))
         if residual <= tol:
             break
         iterations += 1
-        if solver == "value_iteration":
-            q = tq
-            continue
-        q = soft_newton_step(q, model, r, beta, gamma)
+        q = tq if solver == "value_iteration" else soft_newton_step(q, model, r, beta, gamma,
+                                                                      soft=soft)
+        soft = soft_value(q, beta)
     else:
         if max_iterations is None:
             raise RuntimeError(f"soft value iteration did not reach tol={tol} (residual "
                                f"{residual:.3g} after {iterations} iterations)")
-        residual = float(np.max(np.abs(soft_bellman_backup(q, model, r, beta, gamma) - q)))
-    v, g = soft_value(q, beta)
+        residual = float(np.max(np.abs(r + gamma * model.continuation_values(soft[0]) - q)))
+    v, g = soft
     return SoftVIResult(q=q, v=v, policy=g, iterations=iterations, residual=residual)
 
 
 def soft_newton_step(q: np.ndarray, model: Any, r: np.ndarray, beta: float,
-                     gamma: float) -> np.ndarray:
+                     gamma: float, *, soft: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> np.ndarray:
     """One Newton step on the soft Bellman operator (soft policy iteration).
 
     Exact soft evaluation of ``g = softmax(Q/β)``, entropy bonus included:
     ``V = Σ_b g (r + β(−log g) + γ C V)  ⇔  (I − γ P_g) V = Σ_b g (r − β log g)``, then
     ``Q ← r + γ C V``. ``q`` is ``(S, B)`` with a :class:`~bilevel_envs.model.TabularModel`, or
     a stack ``(N, S, B)`` with a :class:`~bilevel_envs.model.StackedTabularModel` (the same
-    arithmetic, run by run).
+    arithmetic, run by run; ``r`` then holds the rewards of the runs in ``q``, any number).
+    ``soft`` is ``soft_value(q, beta)`` if already computed.
     """
-    v_soft, g = soft_value(q, beta)
+    v_soft, g = soft_value(q, beta) if soft is None else soft
     # −β log g = V_soft(Q) − Q exactly (no log of tiny probabilities)
     rhs = (g * (r + v_soft[..., None] - q)).sum(axis=-1)
     v = model.solve_discounted(model.policy_transition(g), rhs, gamma)
@@ -165,8 +169,9 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     tables) and ``q0`` the ``(N, S, B)`` warm starts. Every run takes exactly the steps the
     single solver takes from its own warm start: a run leaves the stack once its soft Bellman
     residual is ``<= tol`` (converged runs are masked out), so its iterates, iteration count and
-    residual are those of :func:`soft_value_iteration` (stacked dense solves are LAPACK's
-    single-matrix solves in a loop in C: bit for bit the same).
+    residual are those of :func:`soft_value_iteration`, bit for bit (every stacked operation
+    performs the single model's arithmetic run by run, see
+    :class:`~bilevel_envs.model.StackedTabularModel`).
 
     Returns:
         A :class:`SoftVIResult` whose fields are stacked: ``q``/``policy`` ``(N, S, B)``,
@@ -178,26 +183,91 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     n = q.shape[0]
     iterations = np.zeros(n, dtype=np.int64)
     residual = np.full(n, np.inf)
-    active = np.arange(n)
-    while active.size:
-        sub = model if active.size == n else model.subset(active)
-        qa = q[active]
-        res = np.abs(soft_bellman_backup(qa, sub, sub.r_follower, beta, gamma) - qa).max(
-            axis=(-2, -1))
+    ops = getattr(model, "operators", None)
+    if ops is not None and model.n_actions < 8:  # numpy sums fewer than 8 terms in order
+        return _stacked_newton_runs_last(ops, model.r_follower, q, beta, gamma, tol,
+                                         max_iterations)
+    v, g = soft_value(q, beta)
+    # the unconverged runs: their indices, iterates, (V, g) and rewards
+    active, qa, va, ga, ra = np.arange(n), q, v, g, model.r_follower
+    while True:
+        res = np.abs(ra + gamma * model.continuation_values(va) - qa).max(axis=(-2, -1))
         residual[active] = res
         keep = res > tol
         if not keep.all():
-            active, qa = active[keep], qa[keep]
+            active, qa, va, ga, ra = active[keep], qa[keep], va[keep], ga[keep], ra[keep]
             if not active.size:
                 break
-            sub = model.subset(active)
         if iterations[active].max() >= max_iterations:
             raise RuntimeError(f"soft value iteration did not reach tol={tol} after "
                                f"{max_iterations} Newton steps")
         iterations[active] += 1
-        q[active] = soft_newton_step(qa, sub, sub.r_follower, beta, gamma)
-    v, g = soft_value(q, beta)
+        qa = soft_newton_step(qa, model, ra, beta, gamma, soft=(va, ga))
+        va, ga = soft_value(qa, beta)
+        q[active], v[active], g[active] = qa, va, ga
     return SoftVIResult(q=q, v=v, policy=g, iterations=iterations, residual=residual)
+
+
+def _soft_value_actions(q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`soft_value` with the actions on axis 1 (``q`` ``(S, B, ...)``), written action by
+    action: the same operations as numpy's reductions over a short last axis (an exact
+    maximum; the sum in order ``((z_0 + z_1) + z_2) + …``), hence the same bits."""
+    q_max = q[:, 0].copy()
+    for b in range(1, q.shape[1]):
+        np.maximum(q_max, q[:, b], out=q_max)
+    z = q - q_max[:, None]
+    z /= beta
+    np.exp(z, out=z)
+    total = z[:, 0].copy()
+    for b in range(1, q.shape[1]):
+        total += z[:, b]
+    v = q_max + beta * np.log(total)
+    z /= total[:, None]
+    return v, z
+
+
+def _stacked_newton_runs_last(ops: Any, r_follower: np.ndarray, q: np.ndarray, beta: float,
+                              gamma: float, tol: float, max_iterations: int) -> SoftVIResult:
+    """:func:`stacked_soft_value_iteration` on the elimination solver's operators, with the
+    runs on the last axis (``(S, B, N)``: every array operation is then elementwise across
+    runs, no transposes): the arithmetic of :func:`soft_value_iteration` per run."""
+    n, S, B = q.shape
+    Q = np.ascontiguousarray(q.transpose(1, 2, 0))
+    R = np.ascontiguousarray(np.asarray(r_follower, dtype=np.float64).transpose(1, 2, 0))
+    iterations = np.zeros(n, dtype=np.int64)
+    residual = np.full(n, np.inf)
+    V, G = _soft_value_actions(Q, beta)
+    Q_out, V_out, G_out = Q.copy(), V.copy(), G.copy()
+    active, qa, va, ga, ra = np.arange(n), Q, V, G, R
+    while True:
+        tq = gamma * ops.forward(va).reshape(S, B, -1)
+        tq += ra
+        tq -= qa
+        res = np.abs(tq, out=tq).max(axis=(0, 1))
+        residual[active] = res
+        keep = res > tol
+        if not keep.all():
+            active, qa, va, ga, ra = (active[keep], qa[..., keep], va[..., keep],
+                                      ga[..., keep], ra[..., keep])
+            if not active.size:
+                break
+        if iterations[active].max() >= max_iterations:
+            raise RuntimeError(f"soft value iteration did not reach tol={tol} after "
+                               f"{max_iterations} Newton steps")
+        iterations[active] += 1
+        # soft_newton_step: (I − γ P_g) V = Σ_b g (r + V_soft − q), then q ← r + γ C V
+        rhs = ga[:, 0] * (ra[:, 0] + va - qa[:, 0])
+        for b in range(1, B):
+            rhs += ga[:, b] * (ra[:, b] + va - qa[:, b])
+        x = ops.plan.solve(ops.cells(ga), gamma, rhs)
+        qa = gamma * ops.forward(x).reshape(S, B, -1)
+        qa += ra
+        va, ga = _soft_value_actions(qa, beta)
+        Q_out[..., active], V_out[..., active], G_out[..., active] = qa, va, ga
+    return SoftVIResult(q=np.ascontiguousarray(Q_out.transpose(2, 0, 1)),
+                        v=np.ascontiguousarray(V_out.T),
+                        policy=np.ascontiguousarray(G_out.transpose(2, 0, 1)),
+                        iterations=iterations, residual=residual)
 
 
 class TabularSoftFollower:

@@ -29,9 +29,11 @@ class TabularSoftmax:
         self.dim = self.n_states * self.n_actions
 
     def initial(self, rng: np.random.Generator, scale: float = 0.01) -> np.ndarray:
+        """Initial logits ``θ ~ N(0, scale²)``, shape ``(S·A,)``."""
         return rng.normal(0.0, scale, self.dim)
 
     def probs(self, theta: np.ndarray) -> np.ndarray:
+        """The policy table ``f(a|s)``, shape ``(S, A)``."""
         return _softmax(np.asarray(theta, dtype=np.float64).reshape(self.n_states,
                                                                     self.n_actions))
 
@@ -91,6 +93,7 @@ class MLPSoftmax:
         return layers, acts
 
     def probs(self, theta: np.ndarray) -> np.ndarray:
+        """The policy table ``f(a|s)`` of every state at once, shape ``(S, A)``."""
         return _softmax(self._forward(theta)[1][-1])
 
     def score_table(self, theta: np.ndarray) -> np.ndarray:

@@ -22,10 +22,21 @@ Leader: observation ``Discrete(3)`` (the state), action ``Discrete(2)``. Followe
 ## Episode end
 Every episode starts in S and is truncated after ``max_cycles`` = 150 rounds (never terminated).
 
+## AEC and parallel forms
+``env()`` is the AEC game: leader turn, then follower turn; one cycle of ``agent_iter`` is one
+round. ``parallel_env()`` is a :class:`~bilevel_envs.games.base.RoundParallelEnv`: **one
+parallel step = one full round** (``{"leader": a, "follower": b}``, played in that order), so
+both forms have ``max_cycles`` steps per agent; in the parallel form the follower's observation
+carries the leader's action of the previous round, not of the current one.
+
+## Rendering
+``render_mode="ansi"``: ``render()`` returns a text frame (the round, who moves, the states with
+the current one in brackets, the last round's actions and rewards); ``"human"`` prints it.
+
 ## Arguments
 ``reward`` R ∈ {1, 2} (the paper's figure is R = 2; the authors' code also ships R = 1),
 ``max_cycles`` (150), ``gamma_follower`` γ_F (0.99), ``gamma_leader`` γ_L (0.99),
-``render_mode`` (None or "ansi").
+``render_mode`` (None, "ansi" or "human").
 
 The exact tables are ``env.unwrapped.model`` (:class:`~bilevel_envs.games.toy_logic.ToyModel`:
 ``P[s, a, b, s']``, ``r_follower``, ``r_leader``, ``next_state``, ``mu0``).
@@ -47,9 +58,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from pettingzoo.utils import wrappers
-from pettingzoo.utils.conversions import turn_based_aec_to_parallel
 
-from bilevel_envs.games.base import FOLLOWER, LEADER, LeaderFollowerGame
+from bilevel_envs.games.base import FOLLOWER, LEADER, LeaderFollowerGame, RoundParallelEnv
 from bilevel_envs.games.toy_logic import FOLLOWER_ACTIONS, STATES, ToyModel, toy_model
 
 __all__ = ["ToyGameEnv", "env", "parallel_env", "raw_env"]
@@ -58,7 +68,8 @@ __all__ = ["ToyGameEnv", "env", "parallel_env", "raw_env"]
 class ToyGameEnv(LeaderFollowerGame):
     """The raw AEC toy game (see the module docstring)."""
 
-    metadata = {"name": "toy_game_v0", "render_modes": ["ansi"], "is_parallelizable": False}
+    metadata = {"name": "toy_game_v0", "render_modes": ["human", "ansi"],
+                "is_parallelizable": False, "render_fps": 4}
     #: the paper's follower temperature (App. C.3)
     default_beta = 0.05
 
@@ -81,21 +92,26 @@ class ToyGameEnv(LeaderFollowerGame):
 
     # ------------------------------------------------------------------ batched logic
     def initial_states(self, n: int) -> np.ndarray:
+        """``n`` copies of the start state S (index 0), shape ``(n,)``."""
         return np.full(int(n), int(np.argmax(self.model.mu0)), dtype=np.int64)
 
     def transition(self, states, a, b):
+        """Batched deterministic moves of the table with their rewards: ``(next, r_F, r_L)``."""
         states, a, b = (np.asarray(x, dtype=np.int64) for x in (states, a, b))
         m = self.model
         return m.next_state[states, a, b], m.r_follower[states, a, b], m.r_leader[states, a, b]
 
     def leader_obs(self, states):
+        """The leader observes the state index, shape ``(N,)``."""
         return np.asarray(states, dtype=np.int64)
 
     def follower_obs(self, states, a):
+        """The follower observes ``(state, leader action)``, shape ``(N, 2)``."""
         return np.stack([np.asarray(states, dtype=np.int64),
                          np.asarray(a, dtype=np.int64).reshape(-1)], axis=-1)
 
     def validate_action(self, agent: str, action: Any) -> int:
+        """The action as an ``int`` in the agent's ``Discrete`` space, or ``ValueError``."""
         n = self._act_spaces[agent].n
         if (isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer))
                 or not 0 <= int(action) < int(n)):
@@ -112,11 +128,16 @@ class ToyGameEnv(LeaderFollowerGame):
 
         return SoftQIterationFollower(beta=beta, gamma=self.gamma_follower, **kwargs)
 
-    def render(self) -> str | None:
-        if self.render_mode is None:
-            return None
-        a = int(self._leader_action)
-        return f"cycle {self._cycle}: state {STATES[int(self._state)]}, last leader action {a}"
+    def describe_state(self) -> list[str]:
+        """The three states with the current one in brackets, e.g. ``S  [A]  B``."""
+        now = int(self._state)
+        return [f"R = {self.reward}; state:  "
+                + "  ".join(f"[{n}]" if i == now else f" {n} " for i, n in enumerate(STATES))]
+
+    def describe_round(self, a: Any, b: Any, r_leader: float, r_follower: float) -> str:
+        """``leader played 0, follower played b (r_L = +0, r_F = +2)``."""
+        return (f"leader played {int(a)}, follower played {FOLLOWER_ACTIONS[int(b)]} "
+                f"(r_L = {r_leader:+g}, r_F = {r_follower:+g})")
 
     def follower_action_name(self, b: int) -> str:
         """``"s"``, ``"a"`` or ``"b"``."""
@@ -135,10 +156,7 @@ def env(**kwargs: Any):
     return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
 
 
-def parallel_env(**kwargs: Any):
-    """Parallel form: one parallel step = one turn (leader turn, then follower turn).
-
-    The game is turn-based (the follower observes the leader's action of the same round), so
-    it is converted with ``turn_based_aec_to_parallel``: only the acting agent's action is used.
-    """
-    return turn_based_aec_to_parallel(raw_env(**kwargs))
+def parallel_env(**kwargs: Any) -> RoundParallelEnv:
+    """Parallel form: one parallel step = one full round (the leader's action, then the
+    follower's; see the module docstring for what the follower observes)."""
+    return RoundParallelEnv(raw_env(**kwargs))

@@ -13,8 +13,11 @@ import numpy as np
 
 __all__ = ["FOLLOWER_ACTIONS", "LEADER_ACTIONS", "STATES", "ToyModel", "toy_model"]
 
+#: names of the states 0, 1, 2
 STATES = ("S", "A", "B")
+#: the leader's actions
 LEADER_ACTIONS = (0, 1)
+#: names of the follower's actions 0, 1, 2
 FOLLOWER_ACTIONS = ("s", "a", "b")
 S, A, B = 0, 1, 2  # states
 FS, FA, FB = 0, 1, 2  # follower actions "s", "a", "b"

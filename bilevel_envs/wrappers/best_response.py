@@ -375,17 +375,19 @@ def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
         otherwise the streams of each run are walked one after the other (restarts consume
         the start list in the single walk's order).
     """
-    tab = walk_tables(problem, policy)
     n_runs, S = policy.shape[0], policy.shape[1]
+    terminal = problem.tabular_model().terminal
+    restarts = starts[:, n_envs:]
+    if steps <= limit and bool(np.all(restarts == restarts[:, :1])):
+        return _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, steps,
+                                      n_envs, uniforms, starts, limit)
+    tab = walk_tables(problem, policy)
     nnz = tab["cum"].shape[-1]
     cum = tab["cum"].ravel()
     base, mass = tab["base"].ravel(), tab["mass"].ravel()
     lo_s, hi_s, action, nxt = tab["lo"], tab["hi"], tab["action"], tab["next"]
-    terminal = problem.tabular_model().terminal
     width = int((hi_s - lo_s).max())
     window = np.arange(max(width, 1))
-    n = steps * n_envs
-    restarts = starts[:, n_envs:]
     together = bool(np.all(restarts == restarts[:, :1]))
     out = np.zeros((4, n_runs, n_envs, steps), dtype=np.int64)  # s, b, s', t
     groups = [np.arange(n_envs)] if together else [np.array([e]) for e in range(n_envs)]
@@ -417,13 +419,88 @@ def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
                 n_used += done
             s = np.where(done, fresh, nxt[j])
             t = np.where(done, 0, t + 1)
-    offset = (runs * S)[:, None, None]
-    s_arr, s2_arr = (out[0] + offset).ravel(), (out[2] + offset).ravel()
-    b_arr, t_arr = out[1].ravel(), out[3].ravel()
+    return _stacked_walk_batch(out[0], out[1], out[2], out[3], terminal, r_follower, r_leader,
+                               steps, n_envs, limit)
+
+
+def _stacked_walk_batch(s, b, s2, t, terminal, r_follower, r_leader, steps, n_envs, limit):
+    """The stacked walk's :class:`Batch` from ``(N, n_envs, steps)`` states, actions, next
+    states and times (states numbered ``run·S + s``)."""
+    n_runs, S = r_follower.shape[0], r_follower.shape[1]
+    offset = (np.arange(n_runs) * S)[:, None, None]
+    s_arr, s2_arr = (s + offset).ravel(), (s2 + offset).ravel()
     return walk_batch(np.tile(terminal, n_runs), r_follower.reshape(n_runs * S, -1),
-                      r_leader.reshape(n_runs * S, -1), s_arr, b_arr, s2_arr, t_arr,
+                      r_leader.reshape(n_runs * S, -1), s_arr, b.ravel(), s2_arr, t.ravel(),
                       n_runs * n_envs, steps, limit,
                       np.tile(np.repeat(np.arange(n_envs), steps), n_runs))
+
+
+def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, steps, n_envs,
+                           uniforms, starts, limit) -> Batch:
+    """The stacked walk when every restart of a run is in one state and no stream reaches the
+    time limit (``steps <= limit``): all streams step together, a handful of numpy calls per
+    step.
+
+    Per run and state, one row holds ``base``, ``mass`` and the cumulative probabilities of the
+    state's outcomes but the last, then ``+inf``: the single walk's
+    ``bisect_left(cum, base + u·mass, lo, hi)`` is ``lo`` plus the first position in the row
+    whose value is ``>= x`` (the entries are non-decreasing: the same comparisons). A terminal
+    state's outcomes lead to the run's restart; actions, next states and times are read off
+    the outcomes afterwards.
+    """
+    n_runs, S, B = policy.shape
+    # walk_tables' numbers (the same products and the same sequential cumulative sum per run)
+    # in one array per run: 0, cum, +inf
+    P = problem.sampling_transitions()
+    nnz = P.nnz
+    row_of_entry = np.repeat(np.arange(S * B), np.diff(P.indptr))
+    ext = np.empty((n_runs, nnz + 2))
+    ext[:, 0], ext[:, -1] = 0.0, np.inf
+    cum = ext[:, 1:-1]
+    np.multiply(policy.reshape(n_runs, S * B)[:, row_of_entry], P.data, out=cum)
+    np.cumsum(cum, axis=1, out=cum)
+    lo = P.indptr[np.arange(S) * B]
+    hi = P.indptr[np.arange(S) * B + B] - 1
+    width = int((hi - lo).max()) + 1
+    w = np.arange(width)
+    pad = np.where(w < (hi - lo)[:, None], lo[:, None] + w + 1, nnz + 1)  # positions in ext
+    rows = np.empty((n_runs, S, width + 2))
+    base = ext[:, lo]  # cum before the state's first entry (0 for the first state)
+    rows[:, :, 0] = base
+    np.subtract(ext[:, hi + 1], base, out=rows[:, :, 1])  # mass
+    rows[:, :, 2:] = ext[:, pad]
+    rows = rows.reshape(n_runs * S, width + 2)
+    action, nxt = row_of_entry % B, P.indices
+    run_s = (np.arange(n_runs) * S)[:, None]
+    # per run·S + s: the first outcome of s; per outcome: the next state as run·S + s', the
+    # run's restart after a terminal state
+    first = np.tile(lo, n_runs)
+    state_of = np.repeat(np.arange(S), np.diff(np.append(lo, nnz)))
+    restart = starts[:, n_envs].astype(np.int64)
+    follow = (np.where(terminal[state_of], restart[:, None], nxt) + run_s).ravel()
+    out_off = np.repeat(np.arange(n_runs) * nnz, n_envs)
+    n = n_runs * n_envs
+    u = np.ascontiguousarray(uniforms.reshape(n, steps).T)  # (steps, n)
+    rs = (starts[:, :n_envs].astype(np.int64) + run_s).ravel()
+    s_rec = np.empty((steps, n), dtype=np.int64)
+    j_rec = np.empty((steps, n), dtype=np.int64)
+    for i in range(steps):
+        s_rec[i] = rs
+        row = rows.take(rs, axis=0)
+        x = row[:, 0] + u[i] * row[:, 1]
+        j = first.take(rs) + (row[:, 2:] >= x[:, None]).argmax(axis=1)
+        j_rec[i] = j
+        rs = follow.take(out_off + j)
+    s_loc = s_rec.T.reshape(n_runs, n_envs, steps) - run_s[:, :, None]
+    j_loc = j_rec.T.reshape(n_runs, n_envs, steps)
+    # within-episode times: 0 at the stream's start and after each terminal state
+    reset = np.ones(s_loc.shape, dtype=bool)
+    reset[..., 1:] = terminal[s_loc[..., :-1]]
+    idx = np.broadcast_to(np.arange(steps), s_loc.shape)
+    t = idx - np.maximum.accumulate(np.where(reset, idx, 0), axis=-1)
+    return _stacked_walk_batch(s_loc, action[j_loc].astype(np.int64),
+                               nxt[j_loc].astype(np.int64), t, terminal, r_follower, r_leader,
+                               steps, n_envs, limit)
 
 
 def stacked_rollout(problem, policy: np.ndarray, r_follower: np.ndarray,

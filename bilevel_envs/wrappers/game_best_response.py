@@ -59,10 +59,12 @@ class GameBatch(NamedTuple):
 
     @property
     def n_episodes(self) -> int:
+        """Number of episodes ``E`` (rows)."""
         return int(self.r_leader.shape[0])
 
     @property
     def horizon(self) -> int:
+        """Steps per episode ``T`` (columns)."""
         return int(self.r_leader.shape[1])
 
     def returns(self, gamma: float = 1.0) -> np.ndarray:
@@ -135,14 +137,17 @@ class GameBestResponse(gym.Env):
 
     @property
     def gamma_leader(self) -> float:
+        """The leader's discount γ_L."""
         return self.problem.gamma_leader
 
     @property
     def gamma_follower(self) -> float:
+        """The follower's discount γ_F."""
         return self.problem.gamma_follower
 
     @property
     def max_episode_steps(self) -> int:
+        """Episode length: the game's ``max_cycles`` rounds."""
         return self.problem.max_cycles
 
     # ------------------------------------------------------------------ leader policy
@@ -368,6 +373,16 @@ class GameBestResponse(gym.Env):
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode at the game's start state (Gymnasium API).
+
+        Args:
+            seed: seeds the follower's action sampling.
+            options: ``{"leader_policy": θ}`` sets the leader's policy first (the follower
+                re-solves); no other option exists.
+
+        Raises:
+            ValueError: an unknown option.
+        """
         super().reset(seed=seed)
         options = dict(options or {})
         if "leader_policy" in options:
@@ -383,6 +398,16 @@ class GameBestResponse(gym.Env):
         return self.problem.leader_obs(np.asarray([self._state]))[0]
 
     def step(self, action: Any):
+        """Play the leader's action; the follower answers with ``b ~ g(·|s, a)`` (Gymnasium API).
+
+        Returns:
+            ``(obs, r_leader, False, truncated, info)`` with the follower's ``follower_action``,
+            ``follower_reward`` and ``follower_value`` ``V_F(s, a)`` (``nan`` if not published).
+
+        Raises:
+            RuntimeError: before :meth:`reset`.
+            ValueError: an action outside the leader's space, or a non-finite reward.
+        """
         if not hasattr(self, "_state"):
             raise RuntimeError("call reset() before step()")
         a = self.problem.validate_action("leader", action)
