@@ -12,7 +12,9 @@ fresh batch (after the follower has re-solved) and then queried (paper Alg. 1 li
 
 Critics by family: tabular SARSA and Monte Carlo (:mod:`~bilevel_agents.critics.tabular`), the
 MLP TD critic of continuous problems (:mod:`~bilevel_agents.critics.mlp`), the game critics
-(:mod:`~bilevel_agents.critics.game`) and the exact oracle critics of every problem
+(:mod:`~bilevel_agents.critics.game`), the plug-in model-based critic of the LQR game
+(:mod:`~bilevel_agents.critics.model`, ``critic="model"``: least-squares dynamics and
+closed-form Gaussian values, from samples) and the exact oracle critics of every problem
 (:mod:`~bilevel_agents.critics.oracle`, ``critic="exact"`` in every leader).
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from bilevel_agents.critics.game import MLPGameCritic, TabularGameCritic
 from bilevel_agents.critics.mlp import MLPCritic
+from bilevel_agents.critics.model import LQRModelCritic
 from bilevel_agents.critics.oracle import (
     ExactBuildingCritic,
     ExactCritic,
@@ -37,6 +40,7 @@ __all__ = [
     "ExactBuildingCritic",
     "ExactCritic",
     "LQRExactLeaderCritic",
+    "LQRModelCritic",
     "MLPCritic",
     "MLPGameCritic",
     "MonteCarloCritic",

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bilevel_agents.critics.game import MLPGameCritic, TabularGameCritic
+from bilevel_agents.critics.model import LQRModelCritic
 from bilevel_agents.critics.oracle import exact_critic
 from bilevel_agents.estimators.theorem2 import guiding_weights, partial_weights
 from bilevel_agents.families.base import Family
@@ -163,13 +164,14 @@ class GameFamily(Family):
 
     def benefit(self, leader: Any, batch: GameBatch) -> np.ndarray:
         """``B_L(s,a,b) = Q_L(s,a,b) − E_{b'~g(·|s,a)} Q_L(s,a,b')`` at every step (exact under a
-        tabular follower, else from ``benefit_samples`` follower draws, Alg. 1 l. 10–11)."""
+        tabular follower or from a critic with ``expected_benefit = True``, e.g. the LQR model
+        critic; else from ``benefit_samples`` follower draws, Alg. 1 l. 10–11)."""
         br, critic = self.br, leader.critic
         q = self.leader_q(leader, batch)
         s, a = batch.obs, batch.leader_actions
         M = self.benefit_samples
-        if M is None:
-            return q - critic.v(s, br, a)
+        if M is None or getattr(critic, "expected_benefit", False):
+            return q - critic.v(s, br, a)  # closed-form E_b (tabular, or a model critic)
         E, T = q.shape
         s_m = np.repeat(s.reshape((E * T,) + s.shape[2:]), M, axis=0)
         a_m = np.repeat(a.reshape((E * T,) + a.shape[2:]), M, axis=0)
@@ -281,17 +283,21 @@ class GaussianGameFamily(GameFamily):
         return {**super().hparams(), "benefit_samples": self.benefit_samples}
 
     def make_critic(self, leader: Any, kind: Any, critic_kwargs: dict[str, Any]) -> Any:
-        """``"td"``: an MLP TD critic; ``"exact"``: the exact LQR critic."""
+        """``"td"``: an MLP TD critic; ``"model"``: the plug-in model-based critic
+        (:class:`~bilevel_agents.critics.LQRModelCritic`, from samples); ``"exact"``: the exact
+        LQR critic."""
         if kind is None or not isinstance(kind, str):
             return kind
         p = self.problem
         if kind == "td":
             return MLPGameCritic(p.state_dim + p.leader_action_dim + p.follower_action_dim,
                                  seed=leader.seed, **critic_kwargs)
+        if kind == "model":
+            return LQRModelCritic(**critic_kwargs)
         if kind == "exact":
             return exact_critic(self.br, **critic_kwargs)
-        raise ValueError(f"critic must be a Critic or one of ['exact', 'td'] on {self.label}, "
-                         f"got {kind!r}")
+        raise ValueError(f"critic must be a Critic or one of ['exact', 'model', 'td'] on "
+                         f"{self.label}, got {kind!r}")
 
     def explore_sampler(self) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
         """N(0, I) leader actions (the authors' exploration)."""
