@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,7 @@ class SarsaCritic(TableCritic):
                 q[i] += a * td
                 sq_td += td * td
         self.table = np.asarray(q).reshape(self.table.shape)
-        return {"critic_td_rms": (sq_td / max(len(key), 1)) ** 0.5}
+        return {"critic_td_rms": math.sqrt(sq_td / max(len(key), 1))}
 
     def v(self, states: np.ndarray, br: Any) -> np.ndarray:
         """``V_L(s)``: under the published policy, or the learned table (``state_values``)."""
@@ -211,5 +212,6 @@ def stacked_sarsa_pass(tables: np.ndarray, batch: Batch, order: np.ndarray, alph
         td = rewards[k] + boots[k] * q[nxts[k]] - qi
         q[i] = qi + alpha * td
         sq_td += td * td
-    rms = np.power(sq_td / max(n, 1), np.full(n_runs, 0.5))  # C pow, as float ** 0.5
+    rms = np.sqrt(sq_td / max(n, 1))  # IEEE sqrt: the same bits as math.sqrt of one run
+    # (not a power: numpy's vectorised power on AVX-512 differs from C pow in the last bit)
     return q.reshape(n_runs, S, B), rms
