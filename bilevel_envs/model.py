@@ -87,9 +87,16 @@ class TabularModel:
         if self.cont is None:
             keep = np.repeat(~self.terminal, self.n_actions).astype(float)
             object.__setattr__(self, "cont", sp.csr_array(sp.diags_array(keep) @ self.transitions))
+        if TabularModel.SOLVER == "lapack":
+            self.dense_continuation()
+
+    def dense_continuation(self) -> np.ndarray | None:
+        """The dense ``(S, B, S)`` continuation tensor of an in-memory model (built on first
+        use; ``None`` for large models). Only ``SOLVER = "lapack"`` computes with it."""
         if self.cont3 is None and self.dense:
             S, B = self.r_follower.shape
             object.__setattr__(self, "cont3", self.cont.toarray().reshape(S, B, S))
+        return self.cont3
 
     @property
     def n_states(self) -> int:
@@ -119,7 +126,7 @@ class TabularModel:
         ops = self.operators
         if ops is not None:
             return ops.forward(v).reshape(self.r_follower.shape)
-        if self.cont3 is not None:
+        if self.dense_continuation() is not None:
             return self.cont3 @ v
         return (self.cont @ v).reshape(self.r_follower.shape)
 
@@ -128,7 +135,7 @@ class TabularModel:
         ops = self.operators
         if ops is not None:
             return ops.backward(y.reshape(-1))
-        if self.cont3 is not None:
+        if self.dense_continuation() is not None:
             return np.einsum("sbt,...sb->...t", self.cont3, y)
         return self.cont.T @ y.reshape(-1)
 
@@ -150,7 +157,7 @@ class TabularModel:
             return PolicyTransition(ops, ops.cells(np.asarray(policy, dtype=np.float64)[..., None]),
                                     stacked=False)
         if self.dense:
-            return np.einsum("sb,sbt->st", policy, self.cont3)
+            return np.einsum("sb,sbt->st", policy, self.dense_continuation())
         S, B = policy.shape
         rows = sp.csr_array((policy.ravel(), (np.repeat(np.arange(S), B), np.arange(S * B))),
                             shape=(S, S * B))
@@ -201,7 +208,7 @@ class StackedTabularModel:
         self.r_follower = np.asarray(r_follower, dtype=np.float64)
         self.r_leader = np.asarray(r_leader, dtype=np.float64)
         self.mu0, self.terminal = base.mu0, base.terminal
-        self.cont, self.cont3 = base.cont, base.cont3
+        self.cont = base.cont
         self.n_states, self.n_actions, self.dense = base.n_states, base.n_actions, base.dense
         self.n_runs = self.r_follower.shape[0]
         S, B = base.n_states, base.n_actions
@@ -214,6 +221,12 @@ class StackedTabularModel:
     def operators(self) -> "_Operators | None":
         """The elimination solver's operators (``None``: another solver)."""
         return self.base.operators
+
+    @property
+    def cont3(self) -> np.ndarray | None:
+        """The dense continuation tensor (``SOLVER = "lapack"``), see
+        :meth:`TabularModel.dense_continuation`."""
+        return self.base.dense_continuation()
 
     def _legacy_tables(self):
         # P_g(s, t) = Σ_b g(b|s) C(t|s, b): entries in CSR order, i.e. b increasing for every
@@ -286,7 +299,7 @@ class StackedTabularModel:
         rhs = np.broadcast_to(np.asarray(rhs, dtype=np.float64), (n, self.n_states))
         if isinstance(P_pi, PolicyTransition):
             x = P_pi.ops.plan.solve(P_pi.cells, gamma, np.ascontiguousarray(rhs.T), transpose)
-            return x.T
+            return np.ascontiguousarray(x.T)
         if isinstance(P_pi, np.ndarray):
             A = gamma * P_pi
             np.subtract(np.eye(P_pi.shape[-1]), A, out=A)  # I − γP, without a second copy
@@ -350,9 +363,11 @@ class EliminationPlan:
     pivots of a level are independent). Each level is a few numpy operations on every entry it
     finalises, for all systems at once (systems on the last axis), so N systems cost about the
     numpy calls of one plus N times the arithmetic of the sparse factors (about 1,300
-    multiply-adds on the 104-state Four-Rooms against ~375,000 for a dense LU). The pivots at
-    the top of the tree (a chain of at most ``ROOT_MAX``) form one small dense system, solved
-    by LAPACK.
+    multiply-adds on the 104-state Four-Rooms against ~375,000 for a dense LU). Entries are
+    computed in Crout order (each ``a_rc − Σ_m l_rm u_mc``, the terms in increasing ``m``),
+    the right-hand side as one more column of ``U`` (the forward substitution fused with the
+    factorisation), then back substitution. The pivots at the top of the tree (a chain of at
+    most ``ROOT_MAX``) form one small dense system (their Schur complement), solved by LAPACK.
 
     The arithmetic of one system does not depend on the others: every operation is
     elementwise or a term-by-term sum in a fixed order, and the dense root is LAPACK's
@@ -568,8 +583,10 @@ class _Operators:
     def _padded_sum(values: np.ndarray, coef: np.ndarray) -> np.ndarray:
         """``Σ_w coef[:, w] values[:, w]`` term by term (``values`` ``(R, W, ...)``)."""
         values *= coef.reshape(coef.shape + (1,) * (values.ndim - 2))
-        out = values[:, 0].copy()
-        for w in range(1, values.shape[1]):
+        if values.shape[1] == 1:
+            return values[:, 0].copy()
+        out = values[:, 0] + values[:, 1]
+        for w in range(2, values.shape[1]):
             out += values[:, w]
         return out
 
@@ -587,19 +604,27 @@ class _Operators:
 
 
 _PLANS: dict[tuple, EliminationPlan] = {}
+_OPERATORS: dict[tuple, _Operators] = {}
+
+
+def _cached(cache: dict, key: tuple, make):
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        value = cache[key] = make()
+    return value
 
 
 def _operators(cont: sp.csr_array, n_actions: int) -> _Operators:
-    """The operators of a continuation matrix (cached on it; plans cached per pattern)."""
+    """The operators of a continuation matrix: cached on it, and per content (the problems
+    of a sweep build equal matrices); plans are cached per sparsity pattern."""
     ops = cont.__dict__.get("_bilevel_operators")
     if ops is None:
-        key = (cont.shape, int(n_actions), cont.indptr.tobytes(),
-               np.asarray(cont.indices).tobytes())
-        plan = _PLANS.get(key)
-        if plan is None:
-            if len(_PLANS) >= 8:
-                _PLANS.pop(next(iter(_PLANS)))
-            plan = _PLANS[key] = EliminationPlan(cont, n_actions)
-        ops = _Operators(plan, cont)
+        pattern = (cont.shape, int(n_actions), np.asarray(cont.indptr).tobytes(),
+                   np.asarray(cont.indices).tobytes())
+        plan = _cached(_PLANS, pattern, lambda: EliminationPlan(cont, n_actions))
+        ops = _cached(_OPERATORS, pattern + (np.asarray(cont.data).tobytes(),),
+                      lambda: _Operators(plan, cont))
         cont.__dict__["_bilevel_operators"] = ops
     return ops

@@ -27,26 +27,31 @@ from bilevel_envs.followers.soft_value_iteration import (
 )
 from bilevel_envs.model import TabularModel
 
-__all__ = ["actual_policy", "best_response", "leader_values", "soft_policy_values",
-           "tabular_hypergradient"]
+__all__ = ["actual_policy", "best_response", "leader_state_values", "leader_values",
+           "soft_policy_values", "tabular_hypergradient"]
 
 
 def leader_values(model: TabularModel, policy: np.ndarray, gamma: float):
     """Exact ``(Q_L, V_L)`` of a fixed follower policy by one linear solve.
 
     ``V = Σ_b g (r_L + γ C V)`` ⇔ ``(I − γ P_g) V = r_g`` with terminal rows not continuing.
+    ``model`` may be a :class:`~bilevel_envs.model.StackedTabularModel` with policies
+    ``(N, S, B)`` (the same numbers run by run).
     """
-    r_pi = (policy * model.r_leader).sum(axis=-1)
-    v = model.solve_discounted(model.policy_transition(policy), r_pi, gamma)
+    v = leader_state_values(model, policy, gamma)
     return model.r_leader + gamma * model.continuation_values(v), v
 
 
+def leader_state_values(model: TabularModel, policy: np.ndarray, gamma: float) -> np.ndarray:
+    """``V_L`` of :func:`leader_values` alone (the same numbers, without ``Q_L``)."""
+    r_pi = (policy * model.r_leader).sum(axis=-1)
+    return model.solve_discounted(model.policy_transition(policy), r_pi, gamma)
+
+
 def _cont_transpose(model: TabularModel, y: np.ndarray) -> np.ndarray:
-    """``(Cᵀ y)(s') = Σ_{s,b} C(s'|s,b) y(s,b)`` (``y`` may be a stack ``(N, S, B)``)."""
-    if model.cont3 is not None:
-        return np.einsum("sbt,...sb->...t", model.cont3, y)
-    flat = y.reshape(y.shape[:-2] + (-1,))
-    return (model.cont.T @ flat.T).T
+    """``(Cᵀ y)(s') = Σ_{s,b} C(s'|s,b) y(s,b)`` (``y`` may be a stack ``(N, S, B)`` with a
+    stacked model)."""
+    return model.transposed_continuation_values(y)
 
 
 def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,

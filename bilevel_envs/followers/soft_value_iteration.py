@@ -161,8 +161,8 @@ def soft_newton_step(q: np.ndarray, model: Any, r: np.ndarray, beta: float,
 
 
 def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.ndarray, *,
-                                 tol: float = 1e-10, max_iterations: int = 10_000
-                                 ) -> SoftVIResult:
+                                 tol: float = 1e-10, max_iterations: int = 10_000,
+                                 carry: dict | None = None) -> SoftVIResult:
     """:func:`soft_value_iteration` (Newton) for N problems at once: the follower of N runs.
 
     ``model`` is a :class:`~bilevel_envs.model.StackedTabularModel` (one structure, N reward
@@ -172,6 +172,12 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     residual are those of :func:`soft_value_iteration`, bit for bit (every stacked operation
     performs the single model's arithmetic run by run, see
     :class:`~bilevel_envs.model.StackedTabularModel`).
+
+    ``carry`` (the elimination solver only; a dict kept by the caller between solves) saves
+    work that a sequence of solves repeats, without changing a bit: on return it holds, for
+    the result's ``q``, the soft values, the policy and ``γ C V`` (runs on the last axis), which
+    the next solve reads if its ``q0`` is that result (``carry["q"] is q0``) instead of
+    computing them again.
 
     Returns:
         A :class:`SoftVIResult` whose fields are stacked: ``q``/``policy`` ``(N, S, B)``,
@@ -185,8 +191,10 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     residual = np.full(n, np.inf)
     ops = getattr(model, "operators", None)
     if ops is not None and model.n_actions < 8:  # numpy sums fewer than 8 terms in order
+        if carry is not None and carry.get("q") is not q0:
+            carry.clear()  # about another q0
         return _stacked_newton_runs_last(ops, model.r_follower, q, beta, gamma, tol,
-                                         max_iterations)
+                                         max_iterations, {} if carry is None else carry)
     v, g = soft_value(q, beta)
     # the unconverged runs: their indices, iterates, (V, g) and rewards
     active, qa, va, ga, ra = np.arange(n), q, v, g, model.r_follower
@@ -212,14 +220,15 @@ def _soft_value_actions(q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndar
     """:func:`soft_value` with the actions on axis 1 (``q`` ``(S, B, ...)``), written action by
     action: the same operations as numpy's reductions over a short last axis (an exact
     maximum; the sum in order ``((z_0 + z_1) + z_2) + …``), hence the same bits."""
-    q_max = q[:, 0].copy()
-    for b in range(1, q.shape[1]):
+    B = q.shape[1]
+    q_max = np.maximum(q[:, 0], q[:, 1]) if B > 1 else q[:, 0].copy()
+    for b in range(2, B):
         np.maximum(q_max, q[:, b], out=q_max)
     z = q - q_max[:, None]
     z /= beta
     np.exp(z, out=z)
-    total = z[:, 0].copy()
-    for b in range(1, q.shape[1]):
+    total = z[:, 0] + z[:, 1] if B > 1 else z[:, 0].copy()
+    for b in range(2, B):
         total += z[:, b]
     v = q_max + beta * np.log(total)
     z /= total[:, None]
@@ -227,7 +236,8 @@ def _soft_value_actions(q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndar
 
 
 def _stacked_newton_runs_last(ops: Any, r_follower: np.ndarray, q: np.ndarray, beta: float,
-                              gamma: float, tol: float, max_iterations: int) -> SoftVIResult:
+                              gamma: float, tol: float, max_iterations: int,
+                              carry: dict) -> SoftVIResult:
     """:func:`stacked_soft_value_iteration` on the elimination solver's operators, with the
     runs on the last axis (``(S, B, N)``: every array operation is then elementwise across
     runs, no transposes): the arithmetic of :func:`soft_value_iteration` per run."""
@@ -236,17 +246,24 @@ def _stacked_newton_runs_last(ops: Any, r_follower: np.ndarray, q: np.ndarray, b
     R = np.ascontiguousarray(np.asarray(r_follower, dtype=np.float64).transpose(1, 2, 0))
     iterations = np.zeros(n, dtype=np.int64)
     residual = np.full(n, np.inf)
-    V, G = _soft_value_actions(Q, beta)
+    if "V" in carry:
+        V, G, cv = carry["V"], carry["G"], carry["CV"]
+    else:
+        V, G = _soft_value_actions(Q, beta)
+        cv = None
     Q_out, V_out, G_out = Q.copy(), V.copy(), G.copy()
+    CV_out = np.empty_like(Q)
     active, qa, va, ga, ra = np.arange(n), Q, V, G, R
     while True:
-        tq = gamma * ops.forward(va).reshape(S, B, -1)
-        tq += ra
+        if cv is None:
+            cv = gamma * ops.forward(va).reshape(S, B, -1)  # γ C V of the backup
+        tq = cv + ra
         tq -= qa
         res = np.abs(tq, out=tq).max(axis=(0, 1))
         residual[active] = res
         keep = res > tol
         if not keep.all():
+            CV_out[..., active[~keep]] = cv[..., ~keep]
             active, qa, va, ga, ra = (active[keep], qa[..., keep], va[..., keep],
                                       ga[..., keep], ra[..., keep])
             if not active.size:
@@ -260,14 +277,18 @@ def _stacked_newton_runs_last(ops: Any, r_follower: np.ndarray, q: np.ndarray, b
         for b in range(1, B):
             rhs += ga[:, b] * (ra[:, b] + va - qa[:, b])
         x = ops.plan.solve(ops.cells(ga), gamma, rhs)
+        cv = None
         qa = gamma * ops.forward(x).reshape(S, B, -1)
         qa += ra
         va, ga = _soft_value_actions(qa, beta)
         Q_out[..., active], V_out[..., active], G_out[..., active] = qa, va, ga
-    return SoftVIResult(q=np.ascontiguousarray(Q_out.transpose(2, 0, 1)),
-                        v=np.ascontiguousarray(V_out.T),
-                        policy=np.ascontiguousarray(G_out.transpose(2, 0, 1)),
-                        iterations=iterations, residual=residual)
+    result = SoftVIResult(q=np.ascontiguousarray(Q_out.transpose(2, 0, 1)),
+                          v=np.ascontiguousarray(V_out.T),
+                          policy=np.ascontiguousarray(G_out.transpose(2, 0, 1)),
+                          iterations=iterations, residual=residual)
+    carry.clear()
+    carry.update(q=result.q, V=V_out, G=G_out, CV=CV_out)
+    return result
 
 
 class TabularSoftFollower:

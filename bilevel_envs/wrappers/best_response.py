@@ -472,13 +472,18 @@ def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, step
     rows = rows.reshape(n_runs * S, width + 2)
     action, nxt = row_of_entry % B, P.indices
     run_s = (np.arange(n_runs) * S)[:, None]
-    # per run·S + s: the first outcome of s; per outcome: the next state as run·S + s', the
-    # run's restart after a terminal state
+    # per run·S + s: the first outcome of s; per outcome: the next state (the run's restart
+    # after a terminal state), as run·S + s' once offset
     first = np.tile(lo, n_runs)
     state_of = np.repeat(np.arange(S), np.diff(np.append(lo, nnz)))
     restart = starts[:, n_envs].astype(np.int64)
-    follow = (np.where(terminal[state_of], restart[:, None], nxt) + run_s).ravel()
-    out_off = np.repeat(np.arange(n_runs) * nnz, n_envs)
+    shared = bool(np.all(restart == restart[0]))  # one restart state: one table for all
+    if shared:
+        follow = np.where(terminal[state_of], restart[0], nxt).astype(np.int64)
+        offset = np.repeat(np.arange(n_runs) * S, n_envs)  # added to the next state
+    else:
+        follow = (np.where(terminal[state_of], restart[:, None], nxt) + run_s).ravel()
+        offset = np.repeat(np.arange(n_runs) * nnz, n_envs)  # added to the outcome
     n = n_runs * n_envs
     u = np.ascontiguousarray(uniforms.reshape(n, steps).T)  # (steps, n)
     rs = (starts[:, :n_envs].astype(np.int64) + run_s).ravel()
@@ -490,7 +495,7 @@ def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, step
         x = row[:, 0] + u[i] * row[:, 1]
         j = first.take(rs) + (row[:, 2:] >= x[:, None]).argmax(axis=1)
         j_rec[i] = j
-        rs = follow.take(out_off + j)
+        rs = follow.take(j) + offset if shared else follow.take(j + offset)
     s_loc = s_rec.T.reshape(n_runs, n_envs, steps) - run_s[:, :, None]
     j_loc = j_rec.T.reshape(n_runs, n_envs, steps)
     # within-episode times: 0 at the stream's start and after each terminal state
