@@ -16,24 +16,26 @@ differs per kind of problem), :mod:`~bilevel_agents.estimators` (the equations),
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
-from bilevel_agents.leader import Leader, clip_by_global_norm
-from bilevel_agents.leaders import (
-    AMD,
-    BCHG,
-    HPGD,
-    LEADERS,
-    BiAC,
-    ExactAscent,
-    NaivePGD,
-    SoBiRL,
-    ZeroOrder,
-    get_leader,
-)
-from bilevel_agents.trainer import train
+if TYPE_CHECKING:  # the public names, imported on first use (PEP 562, ``__getattr__`` below)
+    from bilevel_agents.critics import Critic, ExactCritic, MonteCarloCritic, SarsaCritic
+    from bilevel_agents.leader import Leader, clip_by_global_norm
+    from bilevel_agents.leaders import (
+        AMD,
+        BCHG,
+        HPGD,
+        LEADERS,
+        BiAC,
+        ExactAscent,
+        NaivePGD,
+        SoBiRL,
+        ZeroOrder,
+        get_leader,
+    )
+    from bilevel_agents.trainer import train
 
 __all__ = [
     "AMD",
@@ -55,6 +57,17 @@ __all__ = [
     "train",
 ]
 
+# Public name -> the module that defines it. Importing ``bilevel_agents`` (e.g. for the CLI's
+# ``--help``) imports none of them, hence not torch; the first access imports the module.
+_LAZY = {
+    **dict.fromkeys(("Critic", "ExactCritic", "MonteCarloCritic", "SarsaCritic"),
+                    "bilevel_agents.critics"),
+    **dict.fromkeys(("Leader", "clip_by_global_norm"), "bilevel_agents.leader"),
+    **dict.fromkeys(("AMD", "BCHG", "HPGD", "LEADERS", "BiAC", "ExactAscent", "NaivePGD",
+                     "SoBiRL", "ZeroOrder", "get_leader"), "bilevel_agents.leaders"),
+    "train": "bilevel_agents.trainer",
+}
+
 # Names of the previous release: one class per method now serves every problem family.
 _DEPRECATED = {
     "GameBCHG": "BCHG", "ContinuousBCHG": "BCHG", "GameNaivePGD": "NaivePGD",
@@ -66,6 +79,10 @@ _DEPRECATED = {
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later accesses are plain attribute look-ups
+        return value
     if name not in _DEPRECATED:
         raise AttributeError(f"module 'bilevel_agents' has no attribute {name!r}")
     warnings.warn(f"bilevel_agents.{name} is deprecated; use {_DEPRECATED[name]}",
@@ -76,11 +93,17 @@ def __getattr__(name: str) -> Any:
         return getattr(hpgd, name)
     if name == "ContinuousHPGD":
         return _continuous_hpgd
-    return globals()[_DEPRECATED[name]]
+    return __getattr__(_DEPRECATED[name])
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def _continuous_hpgd(br: Any, *, leader_value: str = "td", **kwargs: Any) -> HPGD:
     """The previous ``ContinuousHPGD``: ``leader_value`` ``"td"`` → ``"q"``, ``"mc"`` →
     ``"return"``."""
+    from bilevel_agents.leaders import HPGD
+
     return HPGD(br, leader_value={"td": "q", "mc": "return"}.get(leader_value, leader_value),
                 **kwargs)

@@ -4,24 +4,36 @@ Examples::
 
     bilevel train --env BiLevel/FourRooms-v0 --leader bchg --beta 0.001 --batch-size 100 \\
         --iterations 10000 --seeds 0-9 --lr 0.5,0.1 --sarsa-alpha 0.3,0.5 --out results/fr
-    bilevel evaluate results/fr --best-known 0.608
+    bilevel train --config fr.yaml --seeds 0-2      # flags from a YAML file; the CLI wins
+    bilevel evaluate results/fr --best-known 0.608 --iqm
     bilevel plot results/fr --best-known 0.608
     bilevel bench --quick
 
 A user error (a bad number, an unknown env, leader or option, a leader that does not fit the
 env, a missing or damaged results folder, an unwritable output folder, a results folder of
-another run) ends with one line naming the problem and exit code 2.
+another run, a bad ``--config`` file) ends with one line naming the problem and exit code 2.
+
+``bilevel --help`` imports neither torch nor numpy: every command imports what it needs when it
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from bilevel_agents.cli_types import Parser, number, number_list, parse_seeds, seeds
+from bilevel_agents.cli_types import (
+    Parser,
+    apply_config,
+    number,
+    number_list,
+    parse_seeds,
+    seeds,
+)
 
 __all__ = ["build_parser", "main", "parse_seeds"]
 
@@ -40,7 +52,9 @@ def _value(text: str) -> Any:
     return text
 
 
-def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
+def _pairs(items: list[str] | dict[str, Any] | None, flag: str) -> dict[str, Any]:
+    if isinstance(items, dict):  # from a --config file: values keep their YAML types
+        return dict(items)
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -63,6 +77,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bilevel_agents.leaders import get_leader
 
     get_leader(args.leader)  # an unknown name is a usage error before anything runs
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--tensorboard needs the tensorboard package: "
+                         "pip install 'bilevel[tensorboard]'")
     env_kwargs = _pairs(args.env_kwargs, "--env-kwargs")
     beta = args.beta if args.beta is not None else default_beta(args.env, env_kwargs)
     axes = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size),
@@ -71,7 +88,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     specs = [RunSpec(env=args.env, leader=args.leader, beta=beta, seed=seed,
                      iterations=args.iterations, leader_kwargs={**fixed, **point},
                      env_kwargs=env_kwargs, out=args.out, tail=args.tail,
-                     checkpoint_every=args.checkpoint_every, follower=args.follower)
+                     checkpoint_every=args.checkpoint_every, follower=args.follower,
+                     tensorboard=args.tensorboard)
              for point in grid(**axes) for seed in args.seeds]
     if len(specs) == 1:  # a single run shows its own progress bar
         results = [run_one(specs[0], progress=True)]
@@ -91,9 +109,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not rows:
         raise ValueError(f"no runs with an objective under {args.results!r}")
     gap = args.best_known is not None
+    if args.iqm:
+        from bilevel_agents.experiments.results import aggregate
+
+        for r in rows:
+            r["iqm"] = aggregate(r["scores"])
     print(f"| grid point | seeds | iterations | start J | last-{args.tail} mean J ± SE |"
-          + (" share of gap |" if gap else ""))
-    print("|---|---|---|---|---|" + ("---|" if gap else ""))
+          + (" share of gap |" if gap else "")
+          + (" IQM over seeds | 95% CI (stratified bootstrap) |" if args.iqm else ""))
+    print("|---|---|---|---|---|" + ("---|" if gap else "") + ("---|---|" if args.iqm else ""))
     for r in rows:
         start = args.start if args.start is not None else r["start"]
         line = (f"| {r['point']} | {r['seeds']} | {r['iterations']} | "
@@ -104,6 +128,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 line += " n/a |"
             else:
                 line += f" {gap_share(r['mean'], start, args.best_known):.1%} |"
+        if args.iqm:
+            q = r["iqm"]
+            line += f" {q['iqm']:.4f} | [{q['low']:.4f}, {q['high']:.4f}] |"
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
@@ -114,7 +141,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from bilevel_agents.experiments.results import plot_results
 
     for path in plot_results(_existing_folder(args.results), args.out, tail=args.tail,
-                             best_known=args.best_known):
+                             best_known=args.best_known, start=args.start, seed=args.seed,
+                             band=args.band, all_points=args.all_points):
         print(path)
     return 0
 
@@ -143,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = Parser(prog="bilevel", description=__doc__.split("\n")[0], formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p.commands = sub.choices  # name -> sub-parser (main() applies --config to its own)
 
     t = sub.add_parser("train", help="train a leader over a grid of hyper-parameters × seeds",
                        formatter_class=fmt)
@@ -178,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the score is the mean objective over the last TAIL iterations")
     t.add_argument("--checkpoint-every", type=number(int, low=1), default=500,
                    help="checkpoint period in iterations")
+    t.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                   help="also write TensorBoard events to every run folder (RUN/tb; needs "
+                        "the tensorboard extra)")
+    t.add_argument("--config", metavar="FILE.yaml",
+                   help="a YAML file of flag values (keys: the flag names with _ or -, e.g. "
+                        "batch_size: [100, 200]); flags given here override it")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="score table of a results folder", formatter_class=fmt)
@@ -188,14 +223,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--start", type=number(float),
                    help="start objective for the gap share (default: each run's first value)")
     e.add_argument("--json", help="also write the table as JSON here")
+    e.add_argument("--iqm", action="store_true",
+                   help="add the interquartile mean over seeds and its 95%% stratified-"
+                        "bootstrap interval (rliable's estimator)")
     e.set_defaults(func=_cmd_evaluate)
 
     pl = sub.add_parser("plot", help="learning curves and incentive map of a results folder",
                         formatter_class=fmt)
     pl.add_argument("results", help="a results folder written by `bilevel train`")
     pl.add_argument("--out", help="where the figures go (default: the results folder)")
-    pl.add_argument("--tail", type=number(int, low=1), default=1000)
-    pl.add_argument("--best-known", type=number(float), help="best known objective")
+    pl.add_argument("--tail", type=number(int, low=1), default=1000,
+                    help="the legend's score = mean objective over the last TAIL iterations")
+    pl.add_argument("--best-known", type=number(float),
+                    help="best known objective (default: the problem's documented one, if any)")
+    pl.add_argument("--start", type=number(float),
+                    help="start objective (default: the problem's documented one, else the "
+                         "runs' mean first value)")
+    pl.add_argument("--seed", type=number(int, low=0),
+                    help="the run of the incentive map (default: the best run of the best grid "
+                         "point)")
+    pl.add_argument("--band", choices=["se", "bootstrap"], default="se",
+                    help="the curves' band: ±1 standard error over seeds, or a 95%% bootstrap "
+                         "interval of the seed mean")
+    pl.add_argument("--all-points", action="store_true",
+                    help="a curve per grid point (default: the best grid point of each leader)")
     pl.set_defaults(func=_cmd_plot)
 
     b = sub.add_parser("bench", help="run the speed and accuracy benchmarks",
@@ -214,9 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for a user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is not None:  # the file's values become defaults
+        apply_config(parser.commands[args.command], args.config)
+        args = parser.parse_args(argv)
     from bilevel_agents.runs import RunBusy
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, RunBusy) as err:

@@ -16,10 +16,12 @@ every Gymnasium id registered by ``bilevel_envs`` (the suite's own tests run ove
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import pickle
 import warnings
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -154,7 +156,9 @@ def check_game(module: ModuleType | Any, *, beta: float | None = None, cycles: i
     """Run PettingZoo's conformance tests and the suite's own on a leader-follower game.
 
     Rules: ``api_test`` (AEC, and AEC converted back from the parallel form),
-    ``parallel_api_test``, ``seed_test``, a many-step determinism check (PettingZoo's own
+    ``parallel_api_test``, ``seed_test``, ``render_test`` (every declared render mode, "human"
+    included; what it prints is swallowed), ``max_cycles_test`` (``max_cycles`` rounds in both
+    forms: one parallel step is one round), a many-step determinism check (PettingZoo's own
     parallel seed test looks at one step only), and, with ``beta``, the leader-facing
     ``GameBestResponse`` passes Gymnasium's ``check_env`` and pickles.
 
@@ -164,7 +168,13 @@ def check_game(module: ModuleType | Any, *, beta: float | None = None, cycles: i
         cycles: steps of the API tests.
         **kwargs: game kwargs.
     """
-    from pettingzoo.test import api_test, parallel_api_test, seed_test
+    from pettingzoo.test import (
+        api_test,
+        max_cycles_test,
+        parallel_api_test,
+        render_test,
+        seed_test,
+    )
     from pettingzoo.utils.conversions import parallel_to_aec
 
     make: Callable[..., Any] = module.env
@@ -174,6 +184,11 @@ def check_game(module: ModuleType | Any, *, beta: float | None = None, cycles: i
         parallel_api_test(module.parallel_env(**kwargs), num_cycles=cycles)
         seed_test(lambda: make(**kwargs), num_cycles=cycles // 2)
         api_test(parallel_to_aec(module.parallel_env(**kwargs)), num_cycles=cycles // 2)
+        with contextlib.redirect_stdout(io.StringIO()):  # "human" prints its frames
+            render_test(lambda render_mode=None: make(**{**kwargs, "render_mode": render_mode}))
+        max_cycles_test(SimpleNamespace(  # the module with the game kwargs bound
+            env=lambda **kw: module.env(**{**kwargs, **kw}),
+            parallel_env=lambda **kw: module.parallel_env(**{**kwargs, **kw})))
 
     def run() -> list:
         env = make(**kwargs)

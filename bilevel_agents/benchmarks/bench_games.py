@@ -303,10 +303,22 @@ def lqr_estimator(points: list[tuple[float, float]], warmup: int, batches: int) 
 
 def plot_curves(path: Path, out: Path) -> None:
     """Mean ± SD learning curves (exact 100-step return) per (setting, method) from JSON lines."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    print(out)
+
+
+def curves_figure(path: Path) -> Any:
+    """The figure of :func:`plot_curves`: plain tick labels on both axes (no offset, no
+    scientific notation), so that the values read as printed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     runs: dict[str, list] = {}
     for line in open(path):
@@ -323,13 +335,14 @@ def plot_curves(path: Path, out: Path) -> None:
     ax.axhline(18.43, color="k", ls=":", lw=1, label="best known K (18.43)")
     ax.set_yscale("log")
     ax.set_ylim(5e-3, 40)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.01 … 10, no 10^k
     ax.set_xlabel("outer iteration")
-    ax.set_ylabel("exact 100-step leader return")
+    ax.set_ylabel("exact 100-step leader return (log scale)")
     ax.set_title("LQR Markov game (mean ± SD over seeds)")
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(out)
+    return fig
 
 
 def report(paths: list[Path]) -> None:

@@ -27,9 +27,11 @@ __all__ = ["RunSpec", "default_beta", "grid", "make_best_response", "run_one", "
 class RunSpec:
     """One training run. ``leader_kwargs`` go to the leader class (lr, batch_size, ...).
 
-    The run is identified by everything but ``out``, ``checkpoint_every`` and ``tail`` (which
-    do not change its results): :meth:`identity` is stored in the run folder, and a folder of
-    another identity is refused (:class:`~bilevel_agents.runs.RunMismatch`).
+    The run is identified by everything but ``out``, ``checkpoint_every``, ``tail`` and
+    ``tensorboard`` (which do not change its results): :meth:`identity` is stored in the run
+    folder, and a folder of another identity is refused
+    (:class:`~bilevel_agents.runs.RunMismatch`). ``tensorboard=True`` also writes TensorBoard
+    events to ``run_dir/tb`` (needs the ``tensorboard`` extra).
     """
 
     env: str
@@ -44,6 +46,7 @@ class RunSpec:
     tail: int = 1000  # the score is the mean objective over the last `tail` iterations
     follower: str = "exact"
     eval_every: int = 1  # exact evaluation every k iterations (NaN rows between)
+    tensorboard: bool = False  # also log TensorBoard events in the run folder (``tb/``)
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, 1)
@@ -171,7 +174,7 @@ def run_one(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
     leader = build_leader(spec)
     leader.learn(spec.iterations, run_dir=spec.run_dir, progress=progress,
                  checkpoint_every=spec.checkpoint_every, spec=spec.identity(), tail=spec.tail,
-                 eval_every=spec.eval_every)
+                 eval_every=spec.eval_every, tensorboard=spec.tensorboard)
     summary = json.loads((spec.run_dir / "summary.json").read_text())
     return {**asdict(spec), **summary}
 
@@ -200,7 +203,7 @@ def _group_key(spec: RunSpec) -> str:
 
     kwargs = {k: v for k, v in spec.leader_kwargs.items() if k not in PER_RUN}
     return json.dumps([spec.env, spec.env_kwargs, spec.beta, spec.follower, spec.leader,
-                       kwargs], sort_keys=True, default=str)
+                       kwargs, spec.tensorboard], sort_keys=True, default=str)
 
 
 def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
@@ -210,7 +213,8 @@ def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
     Runs that differ only in seed, ``lr`` and ``sarsa_alpha`` share a batch; each group is cut
     into ``workers`` batches of at most ``max_batch`` runs (so that ``workers`` processes share
     it). A group the engine does not support (:func:`bilevel_agents.batched.unsupported_reason`
-    of its first run's leader) falls back to one process per run, with the reason.
+    of its first run's leader, or runs that log TensorBoard events) falls back to one process
+    per run, with the reason.
     """
     from bilevel_agents.batched import unsupported_reason
 
@@ -221,8 +225,12 @@ def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
     fallbacks: list[tuple[RunSpec, str]] = []
     for group in groups.values():
         try:
-            reason = ("the engine evaluates every iteration" if group[0].eval_every != 1
-                      else unsupported_reason(build_leader(group[0])))
+            if group[0].tensorboard:  # the batched engine writes no TensorBoard events
+                reason = "TensorBoard events are written by the one-run trainer"
+            elif group[0].eval_every != 1:
+                reason = "the engine evaluates every iteration"
+            else:
+                reason = unsupported_reason(build_leader(group[0]))
         except Exception as err:  # noqa: BLE001  (the run itself reports it, in a process)
             reason = f"its leader could not be built here ({err})"
         if reason is not None:
