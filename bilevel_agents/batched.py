@@ -167,8 +167,10 @@ def unsupported_reason(leader: Any) -> str | None:
         return (f"{type(problem).__name__} has no stacked reward tables for one context with "
                 "θ-independent dynamics")
     opt = leader.step_options
-    if opt.optimizer != "sgd" or opt.clip_groups is not None or opt.lr_final is not None:
-        return "only plain SGD steps are batched (no Adam, clip groups or step-size decay)"
+    if (opt.optimizer != "sgd" or opt.clip_groups is not None or opt.lr_final is not None
+            or opt.geometry != "euclidean"):
+        return ("only plain SGD steps are batched (no Adam, clip groups, step-size decay or "
+                "simplex geometry)")
     if leader.samples:
         fam = leader.family.options
         if fam.partial != "mc" or fam.refine_after is not None:

@@ -169,7 +169,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``bilevel`` parser (help shows every default)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = Parser(prog="bilevel", description=__doc__.split("\n")[0], formatter_class=fmt)
+    p = Parser(prog="bilevel", description=__doc__.split("\n")[0].replace("``", ""),
+               formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     p.commands = sub.choices  # name -> sub-parser (main() applies --config to its own)
 

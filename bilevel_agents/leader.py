@@ -33,9 +33,10 @@ import numpy as np
 from bilevel_agents.families import Family, family_for
 from bilevel_envs.utils import check_choice, check_float, check_int
 
-__all__ = ["Leader", "StepOptions", "clip_by_global_norm", "preset"]
+__all__ = ["Leader", "StepOptions", "clip_by_global_norm", "preset", "simplex_direction"]
 
 OPTIMIZERS = ("sgd", "adam")
+GEOMETRIES = ("euclidean", "simplex")
 
 
 def clip_by_global_norm(grad: np.ndarray, max_norm: float | None) -> np.ndarray:
@@ -44,6 +45,24 @@ def clip_by_global_norm(grad: np.ndarray, max_norm: float | None) -> np.ndarray:
         return grad
     norm = float(np.linalg.norm(grad))
     return grad * (max_norm / norm) if norm > max_norm else grad
+
+
+def simplex_direction(grad: np.ndarray, theta: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    """The natural-gradient direction of softmax logits: ``∇θ J / max(p, floor)``, ``p =
+    softmax(θ)``.
+
+    With ``p = softmax(θ)``, ``∂J/∂θ_i = p_i (∂J/∂p_i − pᵀ∇_p J)``: coordinates of small
+    probability get vanishing gradients, however much ``J`` would gain from putting mass
+    there. Dividing by ``p_i`` gives ``∂J/∂p_i − pᵀ∇_p J``, the natural gradient under the
+    softmax's Fisher metric ``diag(p) − ppᵀ`` (Amari 1998), i.e. mirror ascent on the simplex.
+    It is a positive diagonal rescaling of the gradient, hence still an ascent direction;
+    ``floor`` bounds the rescaling (at most ``1/floor``).
+    """
+    flat = np.asarray(theta, dtype=np.float64).ravel()
+    p = np.exp(flat - flat.max())
+    p /= p.sum()
+    return (np.asarray(grad, dtype=np.float64).ravel() / np.maximum(p, floor)).reshape(
+        np.shape(grad))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +80,12 @@ class StepOptions:
             ``lr_decay_iterations`` iterations, then stays there (the paper: constant ``lr``).
         lr_decay_iterations: length of the decay (required with ``lr_final``).
         init_scale: standard deviation of the default initialisation θ ~ N(0, init_scale²).
+        geometry: ``"euclidean"`` (the paper: the step follows the gradient in θ) or
+            ``"simplex"``, for problems whose θ are the logits of one softmax
+            (``config_parameterisation == "softmax"``, e.g. Four-Rooms): the gradient is divided
+            coordinate-wise by ``max(softmax(θ), simplex_floor)`` before clipping
+            (:func:`simplex_direction`), the natural gradient of the softmax.
+        simplex_floor: the smallest probability the ``"simplex"`` direction divides by.
     """
 
     lr: float = 0.1
@@ -70,9 +95,14 @@ class StepOptions:
     lr_final: float | None = None
     lr_decay_iterations: int | None = None
     init_scale: float = 0.01
+    geometry: str = "euclidean"
+    simplex_floor: float = 1e-3
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "geometry", check_choice("geometry", self.geometry, GEOMETRIES))
+        set_(self, "simplex_floor", check_float("simplex_floor", self.simplex_floor, low=0.0,
+                                                high=1.0, low_open=True))
         set_(self, "lr", check_float("lr", self.lr, low=0.0, low_open=True))
         set_(self, "optimizer", check_choice("optimizer", self.optimizer, OPTIMIZERS))
         set_(self, "max_grad_norm", check_float("max_grad_norm", self.max_grad_norm, low=0.0,
@@ -160,6 +190,11 @@ class Leader:
             if sum(self.step_options.clip_groups) != size:
                 raise ValueError(f"clip_groups must be positive sizes summing to {size}, got "
                                  f"{self.step_options.clip_groups!r}")
+        if (self.step_options.geometry == "simplex"
+                and getattr(br.problem, "config_parameterisation", "free") != "softmax"):
+            raise ValueError(f"geometry='simplex' needs θ to be softmax logits "
+                             f"(config_parameterisation 'softmax'); "
+                             f"{type(br.problem).__name__}'s θ are not")
         self.family: Family = family_cls(br, **{k: v for k, v in options.items()
                                                 if k in family_names})
         self.rng = np.random.default_rng(seed)
@@ -235,7 +270,10 @@ class Leader:
                 else np.asarray(grad, dtype=np.float64))
         if not np.all(np.isfinite(grad)):
             raise FloatingPointError(f"non-finite gradient estimate at iteration {self.iteration}")
-        step = self.clip(grad)
+        step = grad
+        if self.step_options.geometry == "simplex":
+            step = simplex_direction(grad, self.theta, self.step_options.simplex_floor)
+        step = self.clip(step)
         if self.step_options.optimizer == "adam" and informative:
             step = self._adam_direction(step)
         space = self.br.config_space

@@ -77,6 +77,9 @@ class ConfigurableEnv(gym.Env):
     config_groups: tuple[int, ...] | None = None
     #: the follower temperature β of the problem's documented experiments (CLI default)
     default_beta: float | None = None
+    #: what θ is: ``"free"`` (any coordinates) or ``"softmax"`` (the logits of one softmax
+    #: over its entries; leaders may then take natural-gradient steps, ``geometry="simplex"``)
+    config_parameterisation: str = "free"
 
     # ------------------------------------------------------------------ θ plumbing
     def validate_config(self, theta: Any) -> np.ndarray:

@@ -175,6 +175,8 @@ def _check_cell(name: str, cell: Any, wall: np.ndarray) -> tuple[int, int]:
 class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
     """Four-Rooms configurable MDP (optionally contextual); see the module docstring."""
 
+    config_parameterisation = "softmax"  # θ: the logits of one softmax (module docstring)
+
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 8}
     #: the follower's temperature of the paper's first experiment (β ∈ {0.001, 0.003, 0.005})
     default_beta = 0.001

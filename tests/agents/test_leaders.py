@@ -249,3 +249,49 @@ def test_sobirl_needs_the_followers_policy():
     br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005, follower=follower)
     with pytest.raises(NotPublishedError, match="does not publish policy"):
         SoBiRL(br)
+
+
+# ---------------------------------------------------------------------- simplex geometry
+def test_simplex_direction_is_the_natural_gradient_of_the_softmax():
+    """For J = c·softmax(θ): ∇θ J = p ⊙ (c − pᵀc), and the simplex direction recovers c − pᵀc
+    (the natural gradient); it stays an ascent direction where the floor binds."""
+    from bilevel_agents.leader import simplex_direction
+
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=12)
+    theta[3] = -20.0  # a coordinate of tiny probability: the floor binds there
+    p = np.exp(theta - theta.max())
+    p /= p.sum()
+    c = rng.normal(size=12)
+    grad = p * (c - p @ c)
+    d = simplex_direction(grad, theta, floor=1e-6)
+    free = p >= 1e-6
+    np.testing.assert_allclose(d[free], (c - p @ c)[free], rtol=1e-12)
+    assert grad @ simplex_direction(grad, theta, floor=1e-3) > 0
+
+
+def test_the_simplex_step_is_the_clipped_natural_gradient_step():
+    """The one step with ``geometry="simplex"``: θ ← θ + lr · clip(simplex_direction(ĝ))."""
+    from bilevel_agents.exact import hypergradient
+    from bilevel_agents.leader import clip_by_global_norm, simplex_direction
+
+    br = make_br()
+    theta0 = np.random.default_rng(1).normal(size=105)
+    leader = ExactAscent(br, lr=0.5, seed=0, theta0=theta0, geometry="simplex")
+    grad = np.asarray(hypergradient(br))
+    expected = theta0 + 0.5 * clip_by_global_norm(simplex_direction(grad, theta0), 1.0)
+    leader.update()
+    np.testing.assert_allclose(leader.theta, expected, rtol=0, atol=1e-12)
+
+
+def test_simplex_geometry_needs_softmax_logits_and_is_not_batched():
+    from bilevel_agents.batched import unsupported_reason
+
+    building = BestResponse(gym.make("BiLevel/BuildingThermal-v0"), beta=0.1)
+    with pytest.raises(ValueError, match="softmax logits"):
+        BCHG(building, geometry="simplex")
+    with pytest.raises(ValueError, match="geometry"):
+        BCHG(BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005), geometry="sphere")
+    leader = BCHG(BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005), batch_size=100,
+                  geometry="simplex", seed=0)
+    assert "simplex geometry" in unsupported_reason(leader)
