@@ -8,6 +8,8 @@ module                     measures
 ``bench_bchg_iteration``   one BC-HG outer iteration on Four-Rooms, ours vs written plainly
 ``bench_building``         building control: DARE vs Riccati iteration, estimator noise,
                            MLP critic quality vs cost, one BC-HG iteration
+``bench_followers``        one BC-HG iteration on Four-Rooms with each kind of follower
+                           (exact, k-step, soft Q-learning, Stable-Baselines3 DQN)
 ``bench_four_rooms``       Four-Rooms follower solves (Newton vs value iteration), exact
                            hypergradient, batched rollouts vs a Gymnasium loop
 ``bench_games``            Markov games: follower solves, one BC-HG iteration (and the
@@ -40,6 +42,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench_batched",
     "bench_bchg_iteration",
     "bench_building",
+    "bench_followers",
     "bench_four_rooms",
     "bench_games",
     "bench_sweep",

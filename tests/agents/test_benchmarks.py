@@ -15,13 +15,13 @@ from bilevel_agents import benchmarks
 from bilevel_agents.benchmarks import harness
 
 #: benchmarks whose --quick run takes a few seconds (the others: import only)
-QUICK = ["bench_bchg_iteration", "bench_four_rooms", "bench_games"]
+QUICK = ["bench_bchg_iteration", "bench_followers", "bench_four_rooms", "bench_games"]
 
 
 def test_available_lists_every_benchmark_module():
     modules = {m.name for m in pkgutil.iter_modules(benchmarks.__path__)} - {"harness"}
     assert set(benchmarks.available()) == modules
-    assert len(benchmarks.available()) == len(modules) == 7
+    assert len(benchmarks.available()) == len(modules) == 8
 
 
 @pytest.mark.parametrize("name", benchmarks.available())
