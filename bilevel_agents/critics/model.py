@@ -42,7 +42,7 @@ import numpy as np
 from bilevel_envs.utils import check_choice, check_float
 from bilevel_envs.wrappers import GameBatch
 
-__all__ = ["LQRModelCritic", "bump_factors", "gaussian_bump_values"]
+__all__ = ["LQRModelCritic", "bump_factors", "expected_action_value", "gaussian_bump_values"]
 
 FOLLOWER_MODELS = ("published", "fit")
 
@@ -109,6 +109,28 @@ def gaussian_bump_values(mean_maps: np.ndarray, covs: np.ndarray, weights: np.nd
         quad *= -0.5
         out = np.exp(quad, out=quad) @ scale
     return np.where(np.isfinite(out), out, 0.0)
+
+
+def expected_action_value(critic: Any, s: Any, leader_actions: Any, reward: Any) -> np.ndarray:
+    """``E_b Q_L(s, a, b)`` given ``a`` (else ``E_{a,b}``) of a Gaussian closed-loop critic.
+
+    With ``b = −K_s s − K_a a + ε`` the next state is Gaussian given ``s``: mean
+    ``A_cl s + G a`` and covariance ``critic._noise_b`` (``critic._noise_ab`` when ``a ~ N(Ks,
+    WWᵀ)`` is drawn too), so the expectation is ``r_L(s) + γ_L`` times one more Gaussian
+    integral (``critic.leader_value``). Shared by the model critic (estimated matrices) and the
+    exact LQR critic (true matrices).
+    """
+    s = np.asarray(s, dtype=np.float64)
+    flat = s.reshape(-1, s.shape[-1])
+    if leader_actions is None:
+        mean = flat @ (critic._A_cl + critic._G @ critic._K).T
+        cov = critic._noise_ab
+    else:
+        a = np.asarray(leader_actions, dtype=np.float64).reshape(len(flat), -1)
+        mean = flat @ critic._A_cl.T + a @ critic._G.T
+        cov = critic._noise_b
+    out = reward(flat) + critic._gamma * critic.leader_value(mean, cov)
+    return out.reshape(s.shape[:-1])
 
 
 class LQRModelCritic:
@@ -388,17 +410,7 @@ class LQRModelCritic:
     def v(self, s, br: Any, leader_actions=None) -> np.ndarray:
         """``E_{b~ĝ(·|s,a)} Q_L(s, a, b)`` given ``a``, else ``E_{a~f, b~ĝ} Q_L(s, a, b)``."""
         self._check()
-        s = np.asarray(s, dtype=np.float64)
-        flat = s.reshape(-1, s.shape[-1])
-        if leader_actions is None:
-            mean = flat @ (self._A_cl + self._G @ self._K).T
-            cov = self._noise_ab
-        else:
-            a = np.asarray(leader_actions, dtype=np.float64).reshape(len(flat), -1)
-            mean = flat @ self._A_cl.T + a @ self._G.T
-            cov = self._noise_b
-        out = self._reward(flat) + self._gamma * self.leader_value(mean, cov)
-        return out.reshape(s.shape[:-1])
+        return expected_action_value(self, s, leader_actions, self._reward)
 
     def _check(self) -> None:
         if not self.fitted:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_agents.critics.model import expected_action_value
 from bilevel_agents.critics.tabular import TableCritic
 from bilevel_agents.exact.building import LeaderQuadratic, exact_leader_critic
 from bilevel_agents.exact.tabular import leader_values
@@ -164,17 +165,7 @@ class LQRExactLeaderCritic:
         ``(A − BK_s)s + (C − BK_a)a`` and covariance ``B Σ_b Bᵀ`` (plus ``G WWᵀ Gᵀ`` when ``a`` is
         drawn too, with mean action ``Ks``), so the expectation is one more Gaussian integral.
         """
-        s = np.asarray(s, dtype=np.float64)
-        flat = s.reshape(-1, s.shape[-1])
-        if leader_actions is None:
-            mean = flat @ (self._A_cl + self._G @ self._K).T
-            cov = self._noise_ab
-        else:
-            a = np.asarray(leader_actions, dtype=np.float64).reshape(len(flat), -1)
-            mean = flat @ self._A_cl.T + a @ self._G.T
-            cov = self._noise_b
-        out = self._p.leader_reward(flat) + self._gamma * self.leader_value(mean, cov)
-        return out.reshape(s.shape[:-1])
+        return expected_action_value(self, s, leader_actions, self._p.leader_reward)
 
     def state_dict(self) -> dict:
         """Nothing: the critic is recomputed from the model at every update."""
