@@ -82,6 +82,11 @@ class TabularModel:
     #: continuation products; the same numbers to round-off). Read at every call, by single
     #: models and stacks alike.
     SOLVER = "elimination"
+    #: the elimination plan serves models with at most this many actions. Building its
+    #: operators is Python work proportional to the nonzeros of ``C``, repaid over the many
+    #: solves of one structure; a model with many actions (tabular tax design: 1,250) and
+    #: θ-dependent dynamics (a new ``C`` every outer iteration) is solved densely instead.
+    ELIMINATION_MAX_ACTIONS = 32
 
     def __post_init__(self):
         if self.cont is None:
@@ -117,7 +122,8 @@ class TabularModel:
     @property
     def operators(self) -> "_Operators | None":
         """The elimination solver's operators of this structure (``None``: another solver)."""
-        if TabularModel.SOLVER == "elimination" and self.dense:
+        if (TabularModel.SOLVER == "elimination" and self.dense
+                and self.n_actions <= TabularModel.ELIMINATION_MAX_ACTIONS):
             return _operators(self.cont, self.n_actions)
         return None
 
