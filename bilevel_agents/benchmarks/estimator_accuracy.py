@@ -23,6 +23,13 @@ critic is shown as the reference for the estimator alone.
 The learned θ is the final θ of the best BC-HG grid point (seed 0) under ``--results`` (a
 ``bilevel train`` folder, default ``results/four_rooms``), else that of 2000 BC-HG iterations
 trained here (200 with ``--quick``).
+
+``--env BiLevel/ContextualFourRooms-v0 --env-kwargs penalty_weight=3`` measures the same on
+HPGD's contextual task: there every estimator targets the hypergradient of the context mixture
+(the exact ``J = ½(J_G1 + J_G2)``), each episode drawing its goal (``contexts="per_episode"``)::
+
+    python -m bilevel_agents.benchmarks.estimator_accuracy --env BiLevel/ContextualFourRooms-v0 \
+        --env-kwargs penalty_weight=3 --beta 0.003 --out docs/results/estimator_accuracy_contextual
 """
 
 from __future__ import annotations
@@ -58,27 +65,38 @@ def n_envs_for(batch: int) -> int:
     return max(1, batch // 200)
 
 
+ENV = "BiLevel/FourRooms-v0"
+
+
+def make_br(beta: float, env: str = ENV, env_kwargs: dict | None = None) -> BestResponse:
+    """The best response of the measured problem."""
+    return BestResponse(gym.make(env, **(env_kwargs or {})), beta=beta)
+
+
 def learned_theta(beta: float, root: str = "results/four_rooms",
-                  iterations: int = 2000) -> tuple[np.ndarray, str]:
-    """Final θ of the best BC-HG grid point (seed 0) under ``root``, else that of
+                  iterations: int = 2000, env: str = ENV,
+                  env_kwargs: dict | None = None) -> tuple[np.ndarray, str]:
+    """Final θ of the best BC-HG grid point (seed 0) under ``root`` (Four-Rooms), else that of
     ``iterations`` BC-HG iterations trained here."""
     best, source = None, ""
-    for path in glob.glob(f"{root}/beta{beta}_slip0.33/bchg_*/seed0/summary.json"):
+    pattern = f"{root}/beta{beta}_slip0.33/bchg_*/seed0/summary.json" if env == ENV else ""
+    for path in glob.glob(pattern) if pattern else []:
         s = json.loads(Path(path).read_text())
         if "final_theta" in s and (best is None or s["tail_mean_objective"] > best[0]):
             best, source = (s["tail_mean_objective"], np.array(s["final_theta"])), path
     if best is not None:
         return best[1], source
-    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=beta)
+    br = make_br(beta, env, env_kwargs)
     leader = BCHG(br, lr=0.1, sarsa_alpha=0.5, seed=0)
     leader.learn(iterations, progress=False)
     return leader.theta, f"BC-HG lr 0.1, α_SA 0.5, seed 0, {iterations} iterations (trained here)"
 
 
 def measure(beta: float, theta: np.ndarray, method: str, batch: int, reps: int,
-            warmup: int, seed: int) -> dict[str, float]:
+            warmup: int, seed: int, env: str = ENV,
+            env_kwargs: dict | None = None) -> dict[str, float]:
     cls, kwargs, carried = METHODS[method]
-    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=beta)
+    br = make_br(beta, env, env_kwargs)
     leader = cls(br, batch_size=batch, n_envs=n_envs_for(batch), theta0=theta, seed=seed,
                  **kwargs)
     g = hypergradient(br)
@@ -155,6 +173,9 @@ def plot(results: list[dict], thetas: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__, quick_help="few estimates, batches 100 and 1000, print only")
     p.add_argument("--beta", type=float, default=0.001)
+    p.add_argument("--env", default=ENV, choices=[ENV, "BiLevel/ContextualFourRooms-v0"])
+    p.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="env keyword arguments, e.g. penalty_weight=3")
     p.add_argument("--batches", default="100,400,1000,10000")
     p.add_argument("--reps", type=int, default=400, help="estimates at batch 100 (fewer "
                    "for larger batches: reps·100/batch, at least --min-reps)")
@@ -182,11 +203,12 @@ def measure_all(args) -> None:
     if args.quick:
         args.reps, args.min_reps, args.warmup, args.batches = 40, 10, 20_000, "100,1000"
     batches = [int(b) for b in args.batches.split(",")]
+    env_kwargs = {k: float(v) for k, v in (item.split("=", 1) for item in args.env_kwargs)}
     theta_learned, source = learned_theta(args.beta, args.results,
-                                          200 if args.quick else 2000)
-    print(f"β = {args.beta}; learned θ: {source}", flush=True)
+                                          200 if args.quick else 2000, args.env, env_kwargs)
+    print(f"{args.env} {env_kwargs or ''} β = {args.beta}; learned θ: {source}", flush=True)
     thetas = {"start": np.random.default_rng(0).normal(0.0, 0.01, 105), "learned": theta_learned}
-    br = BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=args.beta)
+    br = make_br(args.beta, args.env, env_kwargs)
     info = {name: {"objective": leader_objective(br, th),
                    "grad_norm": float(np.linalg.norm(hypergradient(br, th)))}
             for name, th in thetas.items()}
@@ -196,7 +218,8 @@ def measure_all(args) -> None:
         for method in METHODS:
             for batch in batches:
                 reps = max(args.min_reps, args.reps * 100 // batch)
-                r = measure(args.beta, th, method, batch, reps, args.warmup, seed=1)
+                r = measure(args.beta, th, method, batch, reps, args.warmup, seed=1,
+                            env=args.env, env_kwargs=env_kwargs)
                 results.append({"theta": name, "method": method, "batch": batch, **r})
                 print(f"{name:8s} {method:20s} {batch:6d}  bias {r['bias']:.3g} "
                       f"(floor {r['bias_floor']:.2g})  var {r['variance']:.3g}  "
@@ -210,9 +233,13 @@ def measure_all(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     md, png, js = (out.parent / (out.name + ext) for ext in (".md", ".png", ".json"))
     plot(results, list(thetas), png)
-    header = (f"# Estimator accuracy on Four-Rooms (β = {args.beta}, slip 1/3)\n\n"
+    task = ("Four-Rooms" if args.env == ENV else "the contextual Four-Rooms") + (
+        f" ({', '.join(f'{k} = {v:g}' for k, v in env_kwargs.items())})" if env_kwargs else "")
+    flags = "" if args.env == ENV else f" --env {args.env}" + (
+        " --env-kwargs " + " ".join(args.env_kwargs) if args.env_kwargs else "")
+    header = (f"# Estimator accuracy on {task} (β = {args.beta})\n\n"
               f"Generated by `python -m bilevel_agents.benchmarks.estimator_accuracy --beta "
-              f"{args.beta}` "
+              f"{args.beta}{flags} --out {args.out}` "
               f"({time.strftime('%Y-%m-%d')}). Learned θ: {source}. SARSA critics warmed up on "
               f"{args.warmup} transitions at the fixed θ (α_SA 0.5), then updated by every "
               f"measured batch. Batches of n transitions use max(1, n/200) streams (the "
