@@ -214,6 +214,13 @@ def _order(key: tuple[str, str]) -> tuple[int, str]:
     return (METHODS.index(leader) if leader in METHODS else len(METHODS), variant)
 
 
+def _fmt_score(r: dict[str, Any]) -> str:
+    """``mean ± SE``, or ``mean (1 seed)`` where one seed gives no standard error."""
+    if r["seeds"] < 2:
+        return f"{r['mean']:.3f} (1 seed)"
+    return f"{r['mean']:.3f} ± {r['se']:.3f}"
+
+
 def _fmt_share(value: float, start: float, best: float) -> str:
     text = f"{gap_share(value, start, best):.0%}"
     return "0%" if text == "-0%" else text
@@ -241,8 +248,7 @@ def hpgd_table1_report(*, out: str | Path, cells: Sequence[tuple[float, int]] = 
             ours = scores.get((method, ""))
             pub = HPGD_TABLE1[(beta, lam)].get(method)
             row.append("–" if ours is None else
-                       f"{ours['mean']:.3f} ± {ours['se']:.3f} "
-                       f"({_fmt_share(ours['mean'], start, best_known)})")
+                       f"{_fmt_score(ours)} ({_fmt_share(ours['mean'], start, best_known)})")
             row.append("–" if pub is None else
                        f"{pub[0]:.2f} ± {pub[1]:.3f} ({_fmt_share(pub[0], start, best_known)})")
         lines.append("| " + " | ".join(row) + " |")
@@ -251,10 +257,10 @@ def hpgd_table1_report(*, out: str | Path, cells: Sequence[tuple[float, int]] = 
             label = LABELS.get(key[0], key[0]) + (f" [{key[1]}]" if key[1] else "")
             details.append(f"| {beta:g} | {lam:g} | {label} | `{r['point']}` | {r['points']} | "
                            f"{r['seeds']} | {r['unfinished']} | {r['iterations']} | "
-                           f"{r['mean']:.3f} ± {r['se']:.3f} |")
+                           f"{_fmt_score(r)} |")
             if key[0] not in methods or key[1]:
-                extra.append(f"| {beta:g} | {lam:g} | {label} | {r['mean']:.3f} ± "
-                             f"{r['se']:.3f} ({_fmt_share(r['mean'], start, best_known)}) |")
+                extra.append(f"| {beta:g} | {lam:g} | {label} | {_fmt_score(r)} "
+                             f"({_fmt_share(r['mean'], start, best_known)}) |")
     text = lines + ["", (f"Winning grid points (highest seed mean of the last-{tail} mean "
                          "exact J; SE with ddof 0):"), ""] + details
     if extra:
