@@ -7,9 +7,10 @@ parses ``--seeds`` the same way and reports a bad value in one line with exit co
 from __future__ import annotations
 
 import argparse
+import operator
 from typing import Any, Callable, NoReturn
 
-__all__ = ["Parser", "apply_config", "number", "number_list", "parse_seeds", "seeds"]
+__all__ = ["Parser", "apply_config", "number", "number_list", "parse_seeds", "seed_list", "seeds"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,6 +77,15 @@ def number_list(kind: type, **bounds: Any) -> Callable[[str], list[Any]]:
 
     parse.__name__ = f"{kind.__name__} list"
     return parse
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """Seeds given as a count ``n`` (seeds ``0 … n−1``) or as the seeds themselves."""
+    try:
+        count = operator.index(seeds)  # an int (numpy's too)
+    except TypeError:
+        return [int(s) for s in seeds]
+    return list(range(count))
 
 
 def seeds(text: str) -> list[int]:

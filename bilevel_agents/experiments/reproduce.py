@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from bilevel_agents.cli_types import Parser, number
+from bilevel_agents.cli_types import Parser, number, seed_list
+from bilevel_agents.cli_types import seeds as seeds_type
 from bilevel_agents.experiments.references import FOUR_ROOMS, FOUR_ROOMS_AUTHORS
 from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
@@ -83,7 +84,7 @@ def _points(method: str, beta: float, full_grid: bool) -> list[dict[str, Any]]:
 
 
 def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
-                     slips: Sequence[float], seeds: int, iterations: int,
+                     slips: Sequence[float], seeds: int | Sequence[int], iterations: int,
                      methods: Sequence[str] = METHODS, full_grid: bool = True,
                      exact_seeds: int = 3, oracle_starts: str = "first",
                      oracle_unvisited: str = "drop") -> list[RunSpec]:
@@ -109,8 +110,10 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
     for beta in betas:
         if beta not in BEST_POINTS:
             raise ValueError(f"betas must be among {sorted(BEST_POINTS)}, got {beta!r}")
-    if seeds < 1 or iterations < 1 or any(int(b) < 1 for b in batches):
-        raise ValueError(f"seeds, iterations and batches must be >= 1, got seeds={seeds}, "
+    seeds = seed_list(seeds)
+    if not seeds or iterations < 1 or any(int(b) < 1 for b in batches):
+        raise ValueError(f"seeds must be non-empty, iterations and batches >= 1, got "
+                         f"seeds={seeds}, "
                          f"iterations={iterations}, batches={list(batches)}")
     specs = []
     for slip in slips:
@@ -122,13 +125,13 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                 for method in methods:
                     if method == "exact" and batch != batches[0]:
                         continue
-                    n = min(seeds, exact_seeds) if method == "exact" else seeds
+                    run_seeds = seeds[:exact_seeds] if method == "exact" else seeds
                     for point in _points(method, beta, full_grid):
                         kw = point if method == "exact" else {"batch_size": batch, **point}
                         if method == "hpgd_oracle":
                             kw = {**kw, **oracle_kw}
                         specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)
-                                  for s in range(n)]
+                                  for s in run_seeds]
     return specs
 
 
@@ -225,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--betas", type=number(float, low=0.0, low_open=True), nargs="+")
     p.add_argument("--batches", type=number(int, low=1), nargs="+")
     p.add_argument("--slips", type=number(float, low=0.0, high=1.0), nargs="+")
-    p.add_argument("--seeds", type=number(int, low=1), help="seeds per grid point")
+    p.add_argument("--seeds", type=seeds_type,
+                   help="the seeds of every grid point, e.g. 0-9 or 0,3,5 (default: 0-9; 0-2 "
+                        "with --quick)")
     p.add_argument("--iterations", type=number(int, low=1))
     p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
     p.add_argument("--grid", choices=["full", "best"], help="the paper's grids or the "
@@ -249,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     betas = args.betas or [0.001, 0.003, 0.005]
     batches = args.batches or ([100] if quick else [100, 200, 400, 1000])
     slips = args.slips or ([1 / 3] if quick else [1 / 3, 0.44])
-    seeds = args.seeds or (3 if quick else 10)
+    seeds = args.seeds or list(range(3 if quick else 10))
     iterations = args.iterations or (2000 if quick else 10_000)
     full_grid = (args.grid or ("best" if quick else "full")) == "full"
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
@@ -270,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              plots=report.parent / (report.stem + "_plots"))
     header = ("# Four-Rooms reproduction (`bilevel reproduce four-rooms"
               + (" --quick" if quick else "") + "`)\n\n"
-              f"Seeds and iterations per row (the command's target: {seeds} seeds, {iterations} "
+              f"Seeds and iterations per row (the command's target: {len(seeds)} seeds, {iterations} "
               "iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
               "numbers are for their dynamics (slip 0.44); compare shares.\n\n")
     report.write_text(header + text + "\n")

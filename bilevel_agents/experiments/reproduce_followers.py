@@ -1,7 +1,7 @@
 """Followers that are not oracles: how BC-HG and the baselines cope (Four-Rooms), in one command.
 
     bilevel reproduce followers                       # the study below
-    bilevel reproduce followers --seeds 3 --iterations 2000 --batches 100
+    bilevel reproduce followers --seeds 0-2 --iterations 2000 --batches 100
     bilevel reproduce followers --no-run              # only the report of what is there
 
 The study: Four-Rooms at β = 0.003 (slip 1/3), batch 100 and 1000, every method of
@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bilevel_agents.cli_types import Parser, number
+from bilevel_agents.cli_types import Parser, number, seed_list
+from bilevel_agents.cli_types import seeds as seeds_type
 from bilevel_agents.experiments.references import FOUR_ROOMS, gap_share
 from bilevel_agents.experiments.sweep import RunSpec, run_sweep
 
@@ -52,7 +53,8 @@ FOLLOWERS: tuple[str, ...] = (
 )
 
 
-def followers_specs(*, out: str | Path, batches: Sequence[int] = (100, 1000), seeds: int = 10,
+def followers_specs(*, out: str | Path, batches: Sequence[int] = (100, 1000),
+                    seeds: int | Sequence[int] = 10,
                     iterations: int = 10_000, methods: Sequence[str] | None = None,
                     followers: Sequence[str] | None = None, tail: int = 1000,
                     eval_every: int = 10) -> list[RunSpec]:
@@ -68,7 +70,7 @@ def followers_specs(*, out: str | Path, batches: Sequence[int] = (100, 1000), se
             name, kwargs = METHODS[method]
             n_envs = max(1, batch // 200)
             for follower in followers or FOLLOWERS:
-                for seed in range(seeds):
+                for seed in seed_list(seeds):
                     specs.append(RunSpec(
                         env=ENV, leader=name, beta=BETA, seed=seed, iterations=iterations,
                         leader_kwargs={**kwargs, "batch_size": batch, "n_envs": n_envs},
@@ -169,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("task", choices=["followers"])
     p.add_argument("--batches", type=number(int, low=1), nargs="+", default=[100, 1000])
-    p.add_argument("--seeds", type=number(int, low=1), default=10)
+    p.add_argument("--seeds", type=seeds_type, default=list(range(10)),
+                   help="the seeds of every cell, e.g. 0-9 or 0,3,5")
     p.add_argument("--iterations", type=number(int, low=1), default=10_000)
     p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
     p.add_argument("--followers", help="comma list of follower specs (default: the study's)")

@@ -2,7 +2,7 @@
 
     bilevel reproduce hpgd-table1                       # the full study (the lead schedules it)
     bilevel reproduce hpgd-table1 --quick               # one grid point per method, 3 seeds
-    bilevel reproduce hpgd-table1 --cells 0.003:3 --methods amd,zero_order --seeds 2
+    bilevel reproduce hpgd-table1 --cells 0.003:3 --methods amd,zero_order --seeds 0-1
     bilevel reproduce hpgd-table1 --no-run              # only the report of what is there
 
 The study: β ∈ {0.001, 0.003, 0.005} × λ ∈ {1, 3, 5} (the env's ``penalty_weight``) on
@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_agents.cli_types import Parser, number
+from bilevel_agents.cli_types import Parser, number, seed_list
+from bilevel_agents.cli_types import seeds as seeds_type
 from bilevel_agents.experiments.references import CONTEXTUAL_FOUR_ROOMS, HPGD_TABLE1, gap_share
 from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
 
@@ -125,7 +126,7 @@ def parse_cells(text: str | None) -> list[tuple[float, int]]:
 
 
 def hpgd_table1_specs(*, out: str | Path, cells: Sequence[tuple[float, int]] = CELLS,
-                      methods: Sequence[str] = METHODS, seeds: int = 10,
+                      methods: Sequence[str] = METHODS, seeds: int | Sequence[int] = 10,
                       iterations: int = 10_000, full_grid: bool = True,
                       simulator_slip_prob: float | None = None) -> list[RunSpec]:
     """Every run of the study (module docstring): cells × methods × grid points × seeds.
@@ -139,8 +140,9 @@ def hpgd_table1_specs(*, out: str | Path, cells: Sequence[tuple[float, int]] = C
     for cell in cells:
         if cell not in CELLS:
             raise ValueError(f"cells must be among {list(CELLS)}, got {cell!r}")
-    if int(seeds) < 1 or int(iterations) < 1:
-        raise ValueError(f"seeds and iterations must be >= 1, got seeds={seeds}, "
+    seeds = seed_list(seeds)
+    if not seeds or int(iterations) < 1:
+        raise ValueError(f"seeds must be non-empty and iterations >= 1, got seeds={seeds}, "
                          f"iterations={iterations}")
     specs = []
     for beta, lam in cells:
@@ -154,7 +156,7 @@ def hpgd_table1_specs(*, out: str | Path, cells: Sequence[tuple[float, int]] = C
                 specs += [RunSpec(env=ENV, leader=method, beta=beta, seed=s,
                                   iterations=int(iterations), leader_kwargs=kw,
                                   env_kwargs=env_kwargs, out=root, tail=TAIL)
-                          for s in range(int(seeds))]
+                          for s in seeds]
     return specs
 
 
@@ -280,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(overridable by the options below)")
     p.add_argument("--cells", help="β:λ pairs, e.g. 0.003:3,0.001:1 (default: all 9)")
     p.add_argument("--methods", help="comma list among " + ",".join(METHODS))
-    p.add_argument("--seeds", type=number(int, low=1), help="seeds per grid point")
+    p.add_argument("--seeds", type=seeds_type,
+                   help="the seeds of every grid point, e.g. 0-9 or 0,3,5 (default: 0-9; 0-2 "
+                        "with --quick)")
     p.add_argument("--iterations", type=number(int, low=1))
     p.add_argument("--grid", choices=["full", "best"],
                    help="HPGD's grids or one point per method (default: full; best with "
@@ -300,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = parse_cells(args.cells)
     methods = tuple(m.strip().replace("-", "_") for m in args.methods.split(",")) \
         if args.methods else METHODS
-    seeds = args.seeds or (3 if quick else 10)
+    seeds = args.seeds or list(range(3 if quick else 10))
     iterations = args.iterations or (2000 if quick else 10_000)
     full_grid = (args.grid or ("best" if quick else "full")) == "full"
     specs = hpgd_table1_specs(out=args.out, cells=cells, methods=methods, seeds=seeds,
@@ -318,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               simulator_slip_prob=args.simulator_slip_prob)
     header = ("# HPGD Table 1 on the contextual Four-Rooms (`bilevel reproduce hpgd-table1"
               + (" --quick" if quick else "") + "`)\n\n"
-              f"Target: {seeds} seeds × {iterations} iterations per grid point; score = mean "
+              f"Target: {len(seeds)} seeds × {iterations} iterations per grid point; score = mean "
               f"exact J = ½(J_G1 + J_G2) over the last {min(TAIL, iterations)} iterations, best "
               "grid point by seed mean, mean ± SE (ddof 0); share = (J − J_start) / "
               "(J_best known − J_start). Published values: HPGD's README Table 1 (their code's "

@@ -399,7 +399,7 @@ def test_bilevel_reproduce_four_rooms_runs_and_reports(tmp_path):
     from bilevel_agents.cli import main
 
     report = tmp_path / "report.md"
-    code = main(["reproduce", "four-rooms", "--quick", "--iterations", "3", "--seeds", "2",
+    code = main(["reproduce", "four-rooms", "--quick", "--iterations", "3", "--seeds", "0-1",
                  "--betas", "0.005", "--methods", "naive_pgd,sobirl,hpgd_mc",
                  "--out", str(tmp_path / "runs"), "--report", str(report)])
     assert code == 0
@@ -420,3 +420,23 @@ def test_report_keeps_estimator_variants_apart():
         "unvisited=zero, oracle_starts=every"
     assert _variant({"refine_after": 9000, "sarsa_alpha": 0.3}) == "refine_after=9000"
     assert _variant({"n_envs": 2, "batch_size": 400}) == "n_envs=2"
+
+
+def test_reproduce_seeds_mean_what_they_mean_in_train():
+    """``--seeds`` is a list of seeds in every command (``0-9``, ``0,3,5``); the spec builders
+    also take a count."""
+    from bilevel_agents.cli_types import parse_seeds
+    from bilevel_agents.experiments.reproduce import four_rooms_specs
+    from bilevel_agents.experiments.reproduce_followers import followers_specs
+    from bilevel_agents.experiments.reproduce_hpgd import hpgd_table1_specs
+
+    chosen = parse_seeds("4,7")
+    fr = four_rooms_specs(out="o", betas=[0.005], batches=[100], slips=[1 / 3], seeds=chosen,
+                          iterations=5, methods=("bchg", "exact"), full_grid=False)
+    assert {s.seed for s in fr} == {4, 7}
+    fol = followers_specs(out="o", batches=[100], seeds=chosen, iterations=5,
+                          methods=["BC-HG"], followers=["exact"])
+    assert [s.seed for s in fol] == [4, 7]
+    hp = hpgd_table1_specs(out="o", cells=[(0.003, 3)], methods=("amd",), seeds=3,
+                           iterations=5, full_grid=False)
+    assert [s.seed for s in hp] == [0, 1, 2]

@@ -103,7 +103,7 @@ def test_report_on_a_fake_results_folder(tmp_path):
 
 def test_three_iteration_study_through_the_cli(tmp_path, capsys):
     out = tmp_path / "t1"
-    args = ["reproduce", "hpgd-table1", "--quick", "--cells", "0.003:3", "--seeds", "1",
+    args = ["reproduce", "hpgd-table1", "--quick", "--cells", "0.003:3", "--seeds", "0",
             "--iterations", "3", "--methods", "amd,zero-order,hpgd,bchg", "--out", str(out)]
     assert cli_main(args) == 0
     assert len(list(out.glob("beta0.003_lambda3/*/seed0/summary.json"))) == 4
@@ -112,7 +112,7 @@ def test_three_iteration_study_through_the_cli(tmp_path, capsys):
     scores = hpgd_table1_scores(cell_dir(out, 0.003, 3), tail=3)
     assert set(scores) == {("hpgd", ""), ("amd", ""), ("zero_order", ""), ("bchg", "")}
     # read back, not redone; the report alone
-    assert main(["hpgd-table1", "--quick", "--cells", "0.003:3", "--seeds", "1",
+    assert main(["hpgd-table1", "--quick", "--cells", "0.003:3", "--seeds", "0",
                  "--iterations", "3", "--out", str(out), "--no-run"]) == 0
     with pytest.raises(ValueError, match="docs"):
         main(["hpgd-table1", "--no-run", "--out", str(out), "--report",
