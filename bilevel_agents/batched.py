@@ -375,7 +375,7 @@ class _Engine:
     # ------------------------------------------------------------------ one iteration
     def step(self) -> list[dict[str, float]]:
         """One outer iteration of every active run; returns their log rows."""
-        n_runs, S, B = len(self.runs), self.S, self.B
+        n_runs = len(self.runs)
         gl, gf = self.problem.gamma_leader, self.problem.gamma_follower
         v_l = self._leader_state_values(gl)  # exact J at the batch's θ
         objective = np.matmul(v_l[:, None, :], self.model.mu0[:, None])[:, 0, 0]

@@ -29,6 +29,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import softmax
 
 from bilevel_agents.families import Family, family_for
 from bilevel_envs.utils import check_choice, check_float, check_int
@@ -58,9 +59,7 @@ def simplex_direction(grad: np.ndarray, theta: np.ndarray, floor: float = 1e-3) 
     It is a positive diagonal rescaling of the gradient, hence still an ascent direction;
     ``floor`` bounds the rescaling (at most ``1/floor``).
     """
-    flat = np.asarray(theta, dtype=np.float64).ravel()
-    p = np.exp(flat - flat.max())
-    p /= p.sum()
+    p = softmax(np.asarray(theta, dtype=np.float64).ravel())
     return (np.asarray(grad, dtype=np.float64).ravel() / np.maximum(p, floor)).reshape(
         np.shape(grad))
 

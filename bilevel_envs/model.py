@@ -92,8 +92,6 @@ class TabularModel:
         if self.cont is None:
             keep = np.repeat(~self.terminal, self.n_actions).astype(float)
             object.__setattr__(self, "cont", sp.csr_array(sp.diags_array(keep) @ self.transitions))
-        if TabularModel.SOLVER == "lapack":
-            self.dense_continuation()
 
     def dense_continuation(self) -> np.ndarray | None:
         """The dense ``(S, B, S)`` continuation tensor of an in-memory model (built on first

@@ -32,8 +32,8 @@ from typing import Any, Sequence
 from bilevel_agents.cli_types import Parser, number, seed_list
 from bilevel_agents.cli_types import seeds as seeds_type
 from bilevel_agents.experiments.references import FOUR_ROOMS, FOUR_ROOMS_AUTHORS
-from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
+from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 
 __all__ = ["AUTHORS", "BEST_POINTS", "REFERENCE", "four_rooms_report", "four_rooms_specs",
            "main"]
@@ -275,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              plots=report.parent / (report.stem + "_plots"))
     header = ("# Four-Rooms reproduction (`bilevel reproduce four-rooms"
               + (" --quick" if quick else "") + "`)\n\n"
-              f"Seeds and iterations per row (the command's target: {len(seeds)} seeds, {iterations} "
-              "iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
+              f"Seeds and iterations per row (the command's target: {len(seeds)} seeds, "
+              f"{iterations} iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
               "numbers are for their dynamics (slip 0.44); compare shares.\n\n")
     report.write_text(header + text + "\n")
     print(text)

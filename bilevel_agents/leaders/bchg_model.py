@@ -114,7 +114,7 @@ class ModelBCHG(BCHG):
         """Alg. 1 line 16 with the sampled Benefits and, for each ``V_F ∇log f`` of eq. 9, its
         conditional expectation ``∂_aV_F(s_k, Ks_k) s_kᵀ`` (published ``V_F``)."""
         br, family = self.br, self.family
-        E, T, n = batch.obs.shape
+        E, T = batch.obs.shape[:2]
         k = a_mean.shape[1]
         h = 1e-2
         dvf = np.empty((E * T, k))

@@ -20,10 +20,10 @@ from bilevel_agents import (
     SoBiRL,
 )
 from bilevel_agents.estimators import surrogate_gradient
-from bilevel_agents.exact import hypergradient, leader_objective
 from bilevel_agents.estimators.theorem1 import (
     follower_advantage_grad_coefficients as advantage_grad_coefficients,
 )
+from bilevel_agents.exact import hypergradient, leader_objective
 from bilevel_agents.leaders.hpgd import HPGDMonteCarlo, HPGDOracle, HPGDSarsa
 from bilevel_agents.leaders.sobirl import sobirl_coefficients
 from bilevel_envs.wrappers import BestResponse

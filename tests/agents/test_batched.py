@@ -131,8 +131,8 @@ def test_sweeps_group_runs_and_fall_back_with_a_reason(tmp_path, capsys):
     batches, fallbacks = plan_batches(specs, workers=2)
     assert sorted(len(b) for b in batches) == [2, 2]
     assert {r for _, r in fallbacks} == {
-        "only plain SGD steps are batched (no Adam, clip groups, step-size decay or simplex "
-        "geometry)",
+        ("only plain SGD steps are batched (no Adam, clip groups, step-size decay or simplex "
+         "geometry)"),
         "the follower is not the exact warm-started Newton solver"}
     results = run_sweep(specs, progress=False)
     assert len(results) == len(specs)

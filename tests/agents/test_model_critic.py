@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bilevel_agents.leaders import ModelBCHG, get_leader
 from bilevel_agents.critics import LQRExactLeaderCritic, LQRModelCritic
 from bilevel_agents.exact.games import lqr_objective, lqr_objective_and_grad
+from bilevel_agents.leaders import ModelBCHG, get_leader
 from bilevel_envs.games import lqr_game_v0
 from bilevel_envs.wrappers import GameBestResponse
 
