@@ -176,8 +176,8 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     ``carry`` (the elimination solver only; a dict kept by the caller between solves) saves
     work that a sequence of solves repeats, without changing a bit: on return it holds, for
     the result's ``q``, the soft values, the policy and ``γ C V`` (runs on the last axis), which
-    the next solve reads if its ``q0`` is that result (``carry["q"] is q0``) instead of
-    computing them again.
+    the next solve reads if its ``q0`` is that result (``carry["q"] is q0``) on the same
+    continuation operators, instead of computing them again.
 
     Returns:
         A :class:`SoftVIResult` whose fields are stacked: ``q``/``policy`` ``(N, S, B)``,
@@ -191,8 +191,8 @@ def stacked_soft_value_iteration(model: Any, beta: float, gamma: float, q0: np.n
     residual = np.full(n, np.inf)
     ops = getattr(model, "operators", None)
     if ops is not None and model.n_actions < 8:  # numpy sums fewer than 8 terms in order
-        if carry is not None and carry.get("q") is not q0:
-            carry.clear()  # about another q0
+        if carry is not None and (carry.get("q") is not q0 or carry.get("ops") is not ops):
+            carry.clear()  # about another q0, or another continuation C
         return _stacked_newton_runs_last(ops, model.r_follower, q, beta, gamma, tol,
                                          max_iterations, {} if carry is None else carry)
     v, g = soft_value(q, beta)
@@ -287,7 +287,7 @@ def _stacked_newton_runs_last(ops: Any, r_follower: np.ndarray, q: np.ndarray, b
                           policy=np.ascontiguousarray(G_out.transpose(2, 0, 1)),
                           iterations=iterations, residual=residual)
     carry.clear()
-    carry.update(q=result.q, V=V_out, G=G_out, CV=CV_out)
+    carry.update(q=result.q, V=V_out, G=G_out, CV=CV_out, ops=ops)
     return result
 
 
