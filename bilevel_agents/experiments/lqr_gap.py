@@ -161,7 +161,7 @@ def plot_curves(paths: list[Path], out: Path) -> None:
 
     runs: dict[str, dict[int, np.ndarray]] = {}
     for path in paths:
-        for line in open(path):
+        for line in Path(path).read_text().splitlines():
             r = json.loads(line)
             runs.setdefault(r["method"], {})[int(r["seed"])] = np.asarray(r["curve"], float)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))

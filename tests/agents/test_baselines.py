@@ -440,3 +440,14 @@ def test_reproduce_seeds_mean_what_they_mean_in_train():
     hp = hpgd_table1_specs(out="o", cells=[(0.003, 3)], methods=("amd",), seeds=3,
                            iterations=5, full_grid=False)
     assert [s.seed for s in hp] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("task", ["four-rooms", "followers", "hpgd-table1"])
+def test_a_bad_seed_list_is_a_one_line_usage_error(task, capsys):
+    from bilevel_agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", task, "--seeds", "5-2", "--no-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0] and "5-2" in err[0]

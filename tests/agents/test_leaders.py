@@ -292,6 +292,9 @@ def test_simplex_geometry_needs_softmax_logits_and_is_not_batched():
         BCHG(building, geometry="simplex")
     with pytest.raises(ValueError, match="geometry"):
         BCHG(BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005), geometry="sphere")
+    with pytest.raises(ValueError, match="simplex_floor"):
+        BCHG(BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005), geometry="simplex",
+             simplex_floor=0.0)
     leader = BCHG(BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.005), batch_size=100,
                   geometry="simplex", seed=0)
     assert "simplex geometry" in unsupported_reason(leader)
