@@ -30,12 +30,17 @@ import scipy.optimize as sopt
 import torch
 
 from bilevel_agents.exact.dispatch import (
+    follower_metrics_impl,
     hypergradient_impl,
     leader_objective_impl,
     report_metrics_impl,
 )
+from bilevel_envs.followers.base import published
 from bilevel_envs.followers.maxent_lqr_game import discounted_riccati
-from bilevel_envs.followers.soft_q_iteration import SoftQIterationFollower
+from bilevel_envs.followers.soft_q_iteration import (
+    SoftQIterationFollower,
+    game_follower_optimality_gap,
+)
 from bilevel_envs.games.toy_logic import ToyModel, toy_model
 from bilevel_envs.games.lqr_game_v0 import LQRGameEnv, LQRGameParams
 from bilevel_envs.games.toy_game_v0 import ToyGameEnv
@@ -47,6 +52,7 @@ __all__ = [
     "lqr_objective_and_grad",
     "toy_exact",
     "toy_hypergradient",
+    "toy_leader_return",
     "toy_objective",
     "toy_optimum",
     "toy_policy_from_p",
@@ -184,6 +190,33 @@ def toy_exact(theta: Any, model: ToyModel | None = None, *, beta: float = 0.05,
            + gamma_leader * torch.tensor(model.P, dtype=DT) @ v_l)
     occ = torch.linalg.solve((eye - gamma_leader * P_pi).T, torch.tensor(model.mu0, dtype=DT))
     return ToyExact(f, q_f, v_f, g, q_l, v_l, occ, model, gamma_leader, gamma_follower, beta)
+
+
+def toy_leader_return(model: ToyModel, f: Any, g: Any, gamma: float,
+                      horizon: int | None = None) -> float:
+    """The leader's exact objective when the follower plays an arbitrary policy ``g``.
+
+    ``J_L = Σ_s μ0(s) V_L(s)`` with ``V_L = (I − γ P_fg)⁻¹ r_fg`` (``horizon=None``), or the
+    ``horizon``-step return ``Σ_{t<horizon} γ^t μ0 P_fg^t r_fg`` by exact propagation of the
+    state law; ``P_fg(s'|s) = Σ_{a,b} f(a|s) g(b|s,a) P(s'|s,a,b)``.
+
+    Args:
+        model: the toy model.
+        f: ``(S, A)`` leader policy.
+        g: ``(S, A, B)`` follower policy (any, e.g. a learning follower's).
+        gamma: the leader's discount (1.0 with a finite horizon: undiscounted).
+        horizon: ``None`` (infinite, needs ``gamma < 1``) or a number of rounds.
+    """
+    pi = np.asarray(f, dtype=np.float64)[..., None] * np.asarray(g, dtype=np.float64)
+    P_pi = np.einsum("sab,sabt->st", pi, model.P)
+    r_pi = (pi * model.r_leader).sum(axis=(1, 2))
+    if horizon is None:
+        return float(model.mu0 @ np.linalg.solve(np.eye(len(r_pi)) - gamma * P_pi, r_pi))
+    d, total = np.asarray(model.mu0, dtype=np.float64), 0.0
+    for t in range(int(horizon)):  # a loop over time only (3 states)
+        total += gamma ** t * float(d @ r_pi)
+        d = d @ P_pi
+    return total
 
 
 def toy_objective(f: Any, *, horizon: int | None = None, gamma: float | None = None,
@@ -368,6 +401,28 @@ def _(problem: ToyGameEnv, br: Any) -> dict[str, float]:
     return {f"return_{T}": toy_objective(br.leader_policy, horizon=T, gamma=1.0, **kw),
             f"discounted_{T}": toy_objective(br.leader_policy, horizon=T,
                                              gamma=problem.gamma_leader, **kw)}
+
+
+@follower_metrics_impl.register
+def _(problem: ToyGameEnv, br: Any) -> dict[str, float]:
+    """For a follower that is not exact: ``objective_actual`` (J_L under the follower's actual
+    policy), the 150-step return under it (``return_150_actual``) and, for a follower of the
+    paper's Bellman form, ``follower_gap`` (its soft-value gap to the best response at S)."""
+    fol = br.follower
+    if getattr(fol, "exact", False):
+        return {}
+    g = published(fol, "policy")
+    if g is None and callable(getattr(fol, "policy_readout", None)):
+        g = fol.policy_readout()
+    if g is None:
+        return {}
+    f, T = br.leader_policy, problem.max_cycles
+    out = {"objective_actual": toy_leader_return(problem.model, f, g, problem.gamma_leader),
+           f"return_{T}_actual": toy_leader_return(problem.model, f, g, 1.0, horizon=T)}
+    if getattr(fol, "bootstrap", "paper") == "paper":
+        out["follower_gap"] = game_follower_optimality_gap(
+            problem.model, f, g, br.beta, problem.gamma_follower).start
+    return out
 
 
 @report_metrics_impl.register

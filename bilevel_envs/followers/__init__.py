@@ -6,7 +6,8 @@
   :class:`~bilevel_envs.followers.maxent_lqr_game.MaxEntLQRGameFollower` (LQR game).
 * Sub-optimal k-step followers (the authors' journal extension): :class:`KStepSoftFollower`,
   :class:`KStepSoftQIterationFollower`, :class:`KStepMaxEntLQRFollower`.
-* Learning followers: :class:`SoftQLearning` (tabular soft Q-learning) and
+* Learning followers: :class:`SoftQLearning` (tabular soft Q-learning),
+  :class:`GameSoftQLearning` (its form for the follower of a tabular game) and
   :class:`SB3Follower` (any Stable-Baselines3 model, :func:`make_sb3_follower`).
 * :func:`make_follower` builds any of them from a CLI spec (``exact``, ``kstep:K[:carry|reset]``,
   ``soft-q-learning[:k=v,...]``, ``sb3:ALGO[:k=v,...]``).
@@ -22,6 +23,7 @@ from bilevel_envs.followers.base import (
     published,
     require_published,
 )
+from bilevel_envs.followers.game_soft_q_learning import GameSoftQLearning
 from bilevel_envs.followers.kstep import (
     KStepMaxEntLQRFollower,
     KStepSoftFollower,
@@ -48,6 +50,7 @@ from bilevel_envs.followers.specs import FollowerSpec, make_follower, parse_foll
 
 __all__ = [
     "Follower", "FollowerEnv", "FollowerGap", "FollowerSpec", "GameFollowerGap",
+    "GameSoftQLearning",
     "KStepMaxEntLQRFollower", "KStepSoftFollower", "KStepSoftQIterationFollower",
     "NotPublishedError", "SB3Follower", "SoftQLearning", "SoftVIResult", "TabularSoftFollower",
     "follower_optimality_gap", "game_follower_optimality_gap", "game_soft_policy_evaluation",

@@ -19,7 +19,7 @@ Which kinds apply depends on the problem (:data:`ALLOWED_KINDS`):
 |---|---|---|---|---|
 | tabular configurable MDP (Four-Rooms) | ✓ | ✓ (:class:`KStepSoftFollower`) | ✓ | PPO, A2C, DQN |
 | linear-Gaussian MDP (building) | ✓ | ✓ (:class:`KStepMaxEntLQRFollower`) | – | SAC, PPO, … |
-| tabular game (toy) | ✓ | ✓ (:class:`KStepSoftQIterationFollower`) | – | – |
+| tabular game (toy) | ✓ | ✓ (:class:`KStepSoftQIterationFollower`) | ✓ (:class:`GameSoftQLearning`) | – |
 | LQR game | ✓ | – | – | – |
 | any other configurable MDP (e.g. TaxDesign-v0) | if it has one | – | – | by action space |
 
@@ -27,9 +27,9 @@ Options per kind (besides the positional parts):
 
 * ``kstep`` (tabular): ``backups`` (5), ``form`` (paper|official), ``init_std`` (1.0);
   (toy game): ``bootstrap`` (paper|official), ``init_std``, ``tol``; (LQR): none.
-* ``soft-q-learning``: ``steps`` (= ``steps_per_leader_update``), ``lr``, ``lr_power``,
-  ``lr_decay``, ``lr_min``, ``epsilon``, ``init_value``, ``init_std``, ``warmup``, ``publish``,
-  ``max_episode_steps``.
+* ``soft-q-learning``: ``steps`` (= ``steps_per_leader_update``; rounds of the game for a
+  game), ``lr``, ``lr_power``, ``lr_decay``, ``lr_min``, ``epsilon``, ``init_value``,
+  ``init_std``, ``warmup``, ``publish``, ``max_episode_steps``.
 * ``sb3``: ``steps``, ``warmup``, ``publish``, ``policy`` and any constructor argument of the SB3
   algorithm.
 
@@ -42,14 +42,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["ALLOWED_KINDS", "FOLLOWER_KINDS", "FollowerSpec", "make_follower",
-           "parse_follower_spec", "problem_family"]
+           "parse_follower_spec", "problem_family", "split_follower_list"]
 
 #: the spec kinds
 FOLLOWER_KINDS = ("exact", "kstep", "soft-q-learning", "sb3")
 #: the kinds that apply to each problem family (:func:`problem_family`)
 ALLOWED_KINDS = {"tabular": ("exact", "kstep", "soft-q-learning", "sb3"),
                  "lqr": ("exact", "kstep", "sb3"),
-                 "tabular-game": ("exact", "kstep"),
+                 "tabular-game": ("exact", "kstep", "soft-q-learning"),
                  "lqr-game": ("exact",),
                  "other": ("exact", "sb3")}
 #: the grammar, quoted in error messages
@@ -97,6 +97,19 @@ class FollowerSpec:
                 "kstep": f"kstep:{self.k}:{self.mode}", "sb3": f"sb3:{self.algo}"}[self.kind]
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{head}:{opts}" if opts else head
+
+
+def split_follower_list(text: str) -> list[str]:
+    """Split a comma list of follower specs whose options may hold commas too.
+
+    A comma starts a new spec only where a spec kind follows it:
+    ``"exact,soft-q-learning:steps=450,epsilon=0.2"`` → ``["exact",
+    "soft-q-learning:steps=450,epsilon=0.2"]``.
+    """
+    import re
+
+    kinds = "|".join(re.escape(k) for k in FOLLOWER_KINDS)
+    return [part for part in re.split(rf",(?=\s*(?:{kinds})(?::|,|$))", text) if part.strip()]
 
 
 def _parse_value(text: str) -> Any:
@@ -270,12 +283,14 @@ def _build(parsed: FollowerSpec, family: str, raw: Any, beta: float, seed: int |
                                                   gamma=raw.gamma_follower, seed=seed, **opts)
         return ks.KStepMaxEntLQRFollower(beta, parsed.k, parsed.mode)
     if parsed.kind == "soft-q-learning":
+        from bilevel_envs.followers.game_soft_q_learning import GameSoftQLearning
         from bilevel_envs.followers.soft_q_learning import SoftQLearning
 
         unknown = sorted(set(opts) - set(_SQL_KEYS))
         if unknown:
             raise _unknown(text, "soft-q-learning", unknown, sorted(_SQL_KEYS))
-        return SoftQLearning(beta, seed=seed, **{_SQL_KEYS[k]: v for k, v in opts.items()})
+        cls = GameSoftQLearning if family == "tabular-game" else SoftQLearning
+        return cls(beta, seed=seed, **{_SQL_KEYS[k]: v for k, v in opts.items()})
     # sb3
     from bilevel_envs.followers.sb3 import make_sb3_follower
 

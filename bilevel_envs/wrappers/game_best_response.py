@@ -350,6 +350,16 @@ class GameBestResponse(gym.Env):
         """``V_F(s, a)``: ``(S, A)`` array or a callable on batches (or NotPublishedError)."""
         return require_published(self.follower, "soft_v")
 
+    def observe(self, batch: GameBatch) -> None:
+        """Hand episodes the leader collected to a follower that learns from them (``observe``).
+
+        A no-op for followers without ``observe`` (exact and k-step solvers). The wrapper never
+        calls it by itself: rollouts have no side effect on the follower.
+        """
+        fn = getattr(self.follower, "observe", None)
+        if callable(fn):
+            fn(batch)
+
     def follower_value(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
         """``V_F(s, a)`` for batches ``s (N, ...)``, ``a (N, ...)``, shape ``(N,)``.
 

@@ -451,3 +451,33 @@ def test_a_bad_seed_list_is_a_one_line_usage_error(task, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seeds" in err[0] and "5-2" in err[0]
+
+
+def test_the_toy_followers_study_runs_and_reports(tmp_path, capsys):
+    """``bilevel reproduce followers --problem toy``: the game's protocol, a report row per
+    (method, follower) with the exact return under g* and under the follower faced."""
+    from bilevel_agents.cli import main
+    from bilevel_agents.experiments.reproduce_followers import STUDIES, followers_specs
+
+    specs = followers_specs(out=tmp_path, seeds=2, problem="toy")
+    toy = STUDIES["toy"]
+    assert len(specs) == 2 * len(toy.methods) * len(toy.followers)
+    assert {s.env for s in specs} == {"toy_game_v0"} and {s.iterations for s in specs} == {500}
+    assert all("batch_size" not in s.leader_kwargs for s in specs)
+    follower = "soft-q-learning:steps=450,epsilon=0.2"
+    assert main(["reproduce", "followers", "--problem", "toy", "--seeds", "0", "--iterations",
+                 "3", "--eval-every", "1", "--methods", "BC-HG", "--followers",
+                 f"exact,{follower}", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "followers_toy.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| BC-HG")]
+    assert len(rows) == 2 and f"`{follower}`" in rows[1]
+    exact_row = rows[0].split("|")
+    assert exact_row[4] == exact_row[6]  # the exact follower: both returns are the same number
+    assert (tmp_path / "followers_toy_gap.png").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "followers", "--problem", "toy", "--methods", "NAIVE-PGD",
+              "--no-run", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NAIVE-PGD" in err[0] and "BC-HG,Bi-AC" in err[0]

@@ -35,7 +35,9 @@ PROBLEMS = {
                  ["exact", "kstep:3", "kstep:3:reset",
                   "sb3:SAC:learning_starts=16,steps=24,batch_size=16,buffer_size=1000"]),
     "toy_game": (lambda: toy_game_v0.env(reward=2), 0.05,
-                 ["exact", "exact:bootstrap=official", "kstep:5", "kstep:5:reset"]),
+                 ["exact", "exact:bootstrap=official", "kstep:5", "kstep:5:reset",
+                  "soft-q-learning:steps=300,epsilon=0.2",
+                  "soft-q-learning:steps=300,publish=false"]),
     "lqr_game": (lambda: lqr_game_v0.env(), 0.1, ["exact"]),
 }
 CASES = [pytest.param(name, spec, id=f"{name}-{spec.split(',')[0]}")

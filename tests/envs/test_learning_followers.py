@@ -14,6 +14,7 @@ from bilevel_envs.followers import (
     KStepMaxEntLQRFollower,
     KStepSoftFollower,
     KStepSoftQIterationFollower,
+    GameSoftQLearning,
     NotPublishedError,
     SoftQLearning,
     TabularSoftFollower,
@@ -351,6 +352,80 @@ def test_game_wrapper_with_a_black_box_follower():
     np.testing.assert_allclose(lqr.leader_gain, K)
 
 
+# ---------------------------------------------------------------------- soft Q-learning, games
+@pytest.mark.parametrize("seed", [1, 2])
+def test_game_soft_q_learning_converges_to_the_exact_soft_q(seed):
+    """Toy game (R = 2, β = 0.05, γ_F = 0.99), a fixed leader policy f ~ Dir(2, 2), 10^6 rounds
+    with ε = 0.3 exploration: the table approaches the paper-form Q_F without reading f.
+
+    Measured (seeds 1, 2): max |V̂ − V_F| 0.036 / 0.059 (V_F ≈ 60), max |Q̂ − Q_F| 0.13 / 0.095,
+    every triple visited > 10^4 times; after 10^5 rounds 0.25 / 0.10. Without exploration
+    (ε = 0) the Boltzmann behaviour at β = 0.05 stops visiting A, and V̂ stays ≈ 11 off.
+    """
+    game = toy_game_v0.raw_env(reward=2)
+    f = np.random.default_rng(seed).dirichlet([2, 2], size=3)
+    exact = SoftQIterationFollower(0.05, 0.99)
+    exact.solve(game, f)
+    fol = GameSoftQLearning(0.05, 1_000_000, epsilon=0.3, seed=0)
+    fol.solve(game, f)
+    assert fol.total_steps == 1_000_000 and fol.counts.min() > 10_000
+    assert np.abs(fol.soft_v - exact.soft_v).max() < 0.2
+    assert np.abs(fol.soft_q - exact.soft_q).max() < 0.4
+    np.testing.assert_allclose(fol.policy.sum(axis=2), 1.0)
+    greedy = GameSoftQLearning(0.05, 300_000, seed=0)
+    greedy.solve(game, np.full((3, 2), 0.5))
+    exact.solve(game, np.full((3, 2), 0.5))
+    assert np.abs(greedy.soft_v - exact.soft_v).max() > 1.0  # why the study explores
+
+
+def test_game_soft_q_learning_in_the_wrapper_observes_and_can_be_a_black_box():
+    br = GameBestResponse(toy_game_v0.env(reward=2), 0.05,
+                          follower=GameSoftQLearning(0.05, 200, warmup_steps=100, seed=0))
+    fol = br.follower
+    assert fol.total_steps == 300  # construction solves once (warm-up included)
+    br.set_config(np.zeros(6))  # a new leader policy → 200 more rounds
+    assert fol.total_steps == 500 and fol.counts.sum() == 500
+    np.testing.assert_allclose(fol.leader_policy, 0.5)
+    batch = br.rollout(3, seed=0)
+    q = fol.q.copy()
+    br.observe(batch)  # rounds t < T − 1 of each episode: the last one has no next leader action
+    assert fol.total_steps == 500 + 3 * 149 and not np.array_equal(q, fol.q)
+    assert np.all(np.isfinite(batch.follower_value))  # published V̂
+    hidden = GameBestResponse(toy_game_v0.env(reward=2), 0.05,
+                              follower=GameSoftQLearning(0.05, 200, publish=False, seed=0))
+    for name in ("policy", "soft_q", "soft_v"):
+        assert getattr(hidden, name, None) is None
+    assert np.all(np.isnan(hidden.rollout(2, seed=0).follower_value))
+    readout = hidden.follower.policy_readout()  # for evaluation only, published or not
+    assert readout.shape == (3, 2, 3)
+    np.testing.assert_allclose(readout.sum(axis=2), 1.0)
+
+
+def test_toy_follower_metrics_score_the_follower_the_leader_faces():
+    """objective_actual equals the exact objective for an exact follower's policy, and the
+    follower gap is that of game_follower_optimality_gap."""
+    from bilevel_agents.exact import follower_metrics, leader_objective, report_metrics
+
+    br = GameBestResponse(toy_game_v0.env(reward=2), 0.05,
+                          follower=make_follower("kstep:200:carry", toy_game_v0.env(reward=2),
+                                                 0.05, seed=0))
+    br.set_config(np.array([0.3, -0.2, 1.0, 0.0, 0.0, 0.5]))
+    m = follower_metrics(br)
+    assert abs(m["objective_actual"] - leader_objective(br)) < 1e-6  # 200 backups: converged
+    assert abs(m["return_150_actual"] - report_metrics(br)["return_150"]) < 1e-6
+    assert 0 <= m["follower_gap"] < 1e-6
+    far = GameBestResponse(toy_game_v0.env(reward=2), 0.05,
+                           follower=make_follower("kstep:1:reset", toy_game_v0.env(reward=2),
+                                                  0.05, seed=0))
+    far.set_config(np.array([0.3, -0.2, 1.0, 0.0, 0.0, 0.5]))
+    m = follower_metrics(far)
+    g = far.follower.policy
+    assert m["follower_gap"] > 1e-4  # one backup from N(0, 1): measured 9.8e-4
+    assert abs(m["follower_gap"] - game_follower_optimality_gap(
+        far.problem, far.leader_policy, g, 0.05, 0.99).start) < 1e-12
+    assert follower_metrics(GameBestResponse(toy_game_v0.env(reward=2), 0.05)) == {}
+
+
 # ---------------------------------------------------------------------- SB3
 @pytest.fixture(scope="module")
 def sb3():
@@ -557,3 +632,12 @@ def test_make_follower_builds_the_documented_classes():
     # a wrapper is accepted as the problem too
     br = BestResponse(fr, 0.1)
     assert type(make_follower("kstep:2", br, 0.1)) is KStepSoftFollower
+
+
+def test_a_follower_list_keeps_the_commas_of_a_specs_options():
+    from bilevel_envs.followers.specs import split_follower_list
+
+    assert split_follower_list("exact,soft-q-learning:steps=450,epsilon=0.2,kstep:5:reset") == [
+        "exact", "soft-q-learning:steps=450,epsilon=0.2", "kstep:5:reset"]
+    assert split_follower_list("sb3:DQN:learning_starts=0,steps=48") == [
+        "sb3:DQN:learning_starts=0,steps=48"]
