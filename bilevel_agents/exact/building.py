@@ -31,14 +31,25 @@ import numpy as np
 import scipy.linalg as sla
 import torch
 
-from bilevel_agents.exact.dispatch import at_config, hypergradient_impl, leader_objective_impl
+from bilevel_agents.exact.dispatch import (
+    at_config,
+    follower_metrics_impl,
+    hypergradient_impl,
+    leader_objective_impl,
+)
 from bilevel_envs.envs.building_thermal import BuildingThermalEnv
-from bilevel_envs.followers.maxent_lqr import riccati_torch, solve_maxent_lqr
+from bilevel_envs.followers.base import published
+from bilevel_envs.followers.maxent_lqr import (
+    lqr_policy_evaluation,
+    riccati_torch,
+    solve_maxent_lqr,
+)
 
 __all__ = [
     "LeaderQuadratic",
     "building_objective",
     "building_objective_torch",
+    "building_objective_under",
     "exact_leader_critic",
     "partial_gradient",
 ]
@@ -61,18 +72,27 @@ def building_objective_torch(problem: BuildingThermalEnv, insulation, airflow, b
             the partial derivative with the best response held fixed.
     """
     dt = torch.float64
-    n = problem.n_zones
     A = BuildingThermalEnv.dynamics_matrix_torch(insulation, airflow)
     B = torch.as_tensor(problem.B, dtype=dt)
     Qb = torch.as_tensor(problem.Q_bar, dtype=dt)
     Rb = torch.as_tensor(problem.R_bar, dtype=dt)
-    W = torch.as_tensor(problem.W, dtype=dt)
-    g_f, g_l = problem.gamma_follower, problem.gamma_leader
+    g_f = problem.gamma_follower
     A_f = A if response else A.detach()
     P = riccati_torch(A_f, B, Qb, Rb, g_f)
     S = Rb + g_f * B.T @ P @ B
     K = g_f * torch.linalg.solve(S, B.T @ P @ A_f)           # eq. 57
     cov_b = 0.5 * beta * torch.linalg.inv(S)                   # eq. 69
+    return _closed_loop_objective(problem, A, K, cov_b, insulation, airflow, horizon)
+
+
+def _closed_loop_objective(problem: BuildingThermalEnv, A, K, cov_b, insulation, airflow,
+                           horizon: int | None):
+    """``J`` (torch) when the follower plays ``b = −K s + ε``, ``ε ~ N(0, cov_b)``."""
+    dt = torch.float64
+    n = problem.n_zones
+    B = torch.as_tensor(problem.B, dtype=dt)
+    W = torch.as_tensor(problem.W, dtype=dt)
+    g_l = problem.gamma_leader
     F = A - B @ K
     center = (torch.eye(n, dtype=dt) - torch.full((n, n), 1.0 / n, dtype=dt)) / n
     M = center + 0.5 * K.T @ K
@@ -91,6 +111,20 @@ def building_objective_torch(problem: BuildingThermalEnv, insulation, airflow, b
         sigma = F @ sigma @ F.T + noise
         disc *= g_l
     return total
+
+
+def building_objective_under(problem: BuildingThermalEnv, K: Any, cov: Any, theta: Any = None,
+                             horizon: int | None = 100) -> float:
+    """Exact ``J`` at ``theta`` when the follower plays an arbitrary linear-Gaussian policy
+    ``b = −K s + ε``, ``ε ~ N(0, cov)`` (e.g. a k-step follower's), instead of its best
+    response: the same closed-loop propagation as :func:`building_objective`."""
+    th = torch.as_tensor(_as_theta(problem, theta), dtype=torch.float64)
+    p = torch.sigmoid(th)
+    with torch.no_grad():
+        A = BuildingThermalEnv.dynamics_matrix_torch(p[:4], p[4:])
+        return float(_closed_loop_objective(
+            problem, A, torch.as_tensor(np.asarray(K, dtype=np.float64)),
+            torch.as_tensor(np.asarray(cov, dtype=np.float64)), p[:4], p[4:], horizon))
 
 
 def _dlyap_torch(a, q):
@@ -188,3 +222,22 @@ def _(problem: BuildingThermalEnv, br: Any, theta: Any) -> float:
 @hypergradient_impl.register
 def _(problem: BuildingThermalEnv, br: Any, theta: Any) -> np.ndarray:
     return _gradient(problem, br.beta, theta, response=True)
+
+
+@follower_metrics_impl.register
+def _(problem: BuildingThermalEnv, br: Any) -> dict[str, float]:
+    """For a follower that is not exact but publishes a linear-Gaussian policy (the k-step
+    MaxEnt-LQR follower): ``objective_actual`` (J under that policy) and ``follower_gap``
+    (``E_{s0}[V*(s0) − V^g(s0)]``, :func:`~bilevel_envs.followers.maxent_lqr.
+    lqr_policy_evaluation`). A follower whose policy is not linear-Gaussian (SAC) or not
+    published has no exact value here."""
+    policy = published(br.follower, "policy")
+    if getattr(br.follower, "exact", False) or not (hasattr(policy, "K")
+                                                    and hasattr(policy, "cov")):
+        return {}
+    model = problem.lqr_model()
+    X, c = lqr_policy_evaluation(model, policy.K, policy.cov, br.beta)
+    best = solve_maxent_lqr(model.A, model.B, model.Q, model.R, model.W, model.gamma, br.beta)
+    var0 = problem.init_std ** 2
+    return {"objective_actual": building_objective_under(problem, policy.K, policy.cov),
+            "follower_gap": var0 * float(np.trace(X - best.P)) + c - best.v}

@@ -49,6 +49,7 @@ __all__ = [
     "MaxEntLQRFollower",
     "MaxEntLQRSolution",
     "check_stabilisable",
+    "lqr_policy_evaluation",
     "riccati_iteration",
     "riccati_torch",
     "solve_discounted_dare",
@@ -238,6 +239,43 @@ def solve_maxent_lqr(A, B, Q, R, W, gamma: float, beta: float,
     v = (-0.5 * beta * m * np.log(np.pi * beta) + 0.5 * beta * logdet
          + gamma * np.trace(P @ W)) / (1.0 - gamma)
     return MaxEntLQRSolution(P=P, v=float(v), K=K, S=S, cov=cov, beta=beta)
+
+
+def lqr_policy_evaluation(model: LQRModel, K: Any, cov: Any, beta: float
+                          ) -> tuple[np.ndarray, float]:
+    """Exact soft value of an arbitrary linear-Gaussian follower policy ``b = −K s + ε``,
+    ``ε ~ N(0, Σ)``: ``V^g(s) = −(sᵀ X s + c)`` (the policy-evaluation form of Proposition 1).
+
+    With ``F = A − BK`` and ``H = ½ log det(2πe Σ)`` the policy's entropy::
+
+        X = Q̄ + KᵀR̄K + γ FᵀXF                          (a discounted Lyapunov equation)
+        c = [tr(R̄Σ) + γ tr(X (BΣBᵀ + W)) − β H] / (1 − γ)
+
+    For the best response (``K``, ``Σ = (β/2)S⁻¹``) this is ``(P, v)`` of
+    :func:`solve_maxent_lqr` (tested), so ``V*(s) − V^g(s) = sᵀ(X − P)s + c − v ≥ 0`` is the
+    follower's sub-optimality.
+
+    Raises:
+        ValueError: if the closed loop ``√γ F`` is not stable (the value is infinite) or
+            ``Σ`` is not positive definite.
+    """
+    A, B, Q, R, W, gamma = _check_model(model.A, model.B, model.Q, model.R, model.W,
+                                        model.gamma)
+    beta = check_beta(beta)
+    K = np.asarray(K, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    F = A - B @ K
+    if np.max(np.abs(np.linalg.eigvals(np.sqrt(gamma) * F))) >= 1.0:
+        raise ValueError("the follower's closed loop is not stable at this discount: its value "
+                         "is infinite")
+    sign, logdet = np.linalg.slogdet(2 * np.pi * np.e * cov)
+    if sign <= 0:
+        raise ValueError("cov must be positive definite")
+    X = sla.solve_discrete_lyapunov(np.sqrt(gamma) * F.T, Q + K.T @ R @ K)
+    X = (X + X.T) / 2
+    c = (np.trace(R @ cov) + gamma * np.trace(X @ (B @ cov @ B.T + W))
+         - 0.5 * beta * logdet) / (1.0 - gamma)
+    return X, float(c)
 
 
 # ---------------------------------------------------------------------- differentiable DARE

@@ -51,6 +51,40 @@ def test_exact_objective_matches_monte_carlo(br):
     assert abs(ret.mean() - leader_objective(br)) < 4 * se
 
 
+def test_objective_under_a_k_step_follower_matches_monte_carlo():
+    """A 1-step reset follower (far from the best response): ``objective_actual`` is the exact
+    J under the policy it plays (Monte Carlo of its own rollouts), ``follower_gap`` its exact
+    soft-value shortfall, and both vanish for a follower that has converged."""
+    import gymnasium as gym
+
+    from bilevel_agents.exact import follower_metrics
+    from bilevel_envs.followers import make_follower
+    from bilevel_envs.followers.maxent_lqr import lqr_policy_evaluation, solve_maxent_lqr
+
+    env = gym.make("BiLevel/BuildingThermal-v0")
+    far = BestResponse(env, BETA, follower=make_follower("kstep:1:reset", env, BETA))
+    far.set_config(_rand_theta(4))
+    m = follower_metrics(far)
+    n_ep = 8000
+    batch = far.rollout(100 * n_ep, n_envs=n_ep, seed=0)
+    ret = (batch.r_leader * 0.9**batch.time).reshape(n_ep, 100).sum(1)
+    assert abs(ret.mean() - m["objective_actual"]) < 4 * ret.std() / np.sqrt(n_ep)
+    assert abs(m["objective_actual"] - leader_objective(far)) > 3 * ret.std() / np.sqrt(n_ep)
+    # the gap: E V*(s0) − E V^g(s0) > 0, and the evaluation of the best response is (P, v)
+    model = far.problem.lqr_model()
+    best = solve_maxent_lqr(model.A, model.B, model.Q, model.R, model.W, model.gamma, BETA)
+    X, c = lqr_policy_evaluation(model, best.K, best.cov, BETA)
+    np.testing.assert_allclose(X, best.P, rtol=1e-10, atol=1e-12)
+    assert c == pytest.approx(best.v, rel=1e-10)
+    assert m["follower_gap"] > 1.0
+    near = BestResponse(env, BETA, follower=make_follower("kstep:300:reset", env, BETA))
+    near.set_config(_rand_theta(4))
+    m = follower_metrics(near)
+    assert abs(m["objective_actual"] - leader_objective(near)) < 1e-8
+    assert abs(m["follower_gap"]) < 1e-8
+    assert follower_metrics(BestResponse(env, BETA)) == {}  # the exact follower: nothing to add
+
+
 @pytest.mark.parametrize("seed", [None, 5])
 def test_hypergradient_matches_central_differences(br, seed):
     theta = np.zeros(8) if seed is None else _rand_theta(seed)
