@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bilevel_envs.followers.soft_q_iteration import logsumexp
+from bilevel_envs.followers.soft_q_iteration import leader_policy_to_answer, logsumexp
 from bilevel_envs.followers.soft_q_learning import SoftQLearning
 
 __all__ = ["GameSoftQLearning"]
@@ -110,17 +110,8 @@ class GameSoftQLearning(SoftQLearning):
         raw = getattr(game, "unwrapped", game)
         model = _game_model(raw)
         S, A, B = model.r_follower.shape
-        if leader_policy is None:
-            if self.leader_policy is None:
-                raise ValueError("leader_policy must be given on the first solve")
-            f = self.leader_policy
-        else:
-            f = np.asarray(leader_policy, dtype=np.float64)
-            if f.shape != (S, A):
-                raise ValueError(f"leader_policy must have shape {(S, A)}, got {f.shape}")
-            if np.any(f < 0) or not np.allclose(f.sum(axis=1), 1.0, atol=1e-8):
-                raise ValueError("leader_policy rows must be probability distributions")
-        self.leader_policy = f.copy()
+        self.leader_policy = leader_policy_to_answer(leader_policy, self.leader_policy,
+                                                     (S, A)).copy()
         gamma = float(getattr(raw, "gamma_follower", 0.99) if self.gamma is None else self.gamma)
         if self.q is None or self.q.shape != (S, A, B):
             init = (float(model.r_follower.max() + self.beta * np.log(B)) / (1.0 - gamma)

@@ -44,7 +44,7 @@ from bilevel_envs.followers.soft_value_iteration import check_policy, entropy_bo
 from bilevel_envs.utils import check_beta
 
 __all__ = ["GameFollowerGap", "SoftQIterationFollower", "game_follower_optimality_gap",
-           "game_soft_policy_evaluation", "soft_q_backup"]
+           "game_soft_policy_evaluation", "leader_policy_to_answer", "soft_q_backup"]
 
 BOOTSTRAPS = ("paper", "official")
 
@@ -57,6 +57,26 @@ def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
 
 
 METHODS = ("policy_iteration", "value_iteration")
+
+
+def leader_policy_to_answer(given: Any, previous: np.ndarray | None,
+                            shape: tuple[int, int]) -> np.ndarray:
+    """The leader policy a game follower's ``solve`` answers: ``given`` (checked: shape
+    ``(S, A)``, rows that are distributions) or, if ``None``, the ``previous`` one.
+
+    Raises:
+        ValueError: no policy on a first solve, a bad shape or rows that are not distributions.
+    """
+    if given is None:
+        if previous is None:
+            raise ValueError("leader_policy must be given on the first solve")
+        return previous
+    f = np.asarray(given, dtype=np.float64)
+    if f.shape != shape:
+        raise ValueError(f"leader_policy must have shape {shape}, got {f.shape}")
+    if np.any(f < 0) or not np.allclose(f.sum(axis=1), 1.0, atol=1e-8):
+        raise ValueError("leader_policy rows must be probability distributions")
+    return f
 
 
 def soft_q_backup(q: np.ndarray, leader_policy: np.ndarray, r_follower: np.ndarray,
@@ -146,16 +166,7 @@ class SoftQIterationFollower:
             game = game.unwrapped
         model = getattr(game, "model", game)
         n_s, n_a, n_b = model.r_follower.shape
-        if leader_policy is None:
-            if self.leader_policy is None:
-                raise ValueError("leader_policy must be given on the first solve")
-            f = self.leader_policy
-        else:
-            f = np.asarray(leader_policy, dtype=np.float64)
-            if f.shape != (n_s, n_a):
-                raise ValueError(f"leader_policy must have shape {(n_s, n_a)}, got {f.shape}")
-            if np.any(f < 0) or not np.allclose(f.sum(axis=1), 1.0, atol=1e-8):
-                raise ValueError("leader_policy rows must be probability distributions")
+        f = leader_policy_to_answer(leader_policy, self.leader_policy, (n_s, n_a))
         self.leader_policy = f.copy()
         q = (self._q if self.warm_start and self._q is not None
              and self._q.shape == (n_s, n_a, n_b) else np.zeros((n_s, n_a, n_b)))
