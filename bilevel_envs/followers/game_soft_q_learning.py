@@ -15,7 +15,8 @@ target uses the leader action the follower *observes* next, not the leader's pol
 expectation over ``a'`` is ``Σ_{a'} f(a'|s') V(s', a')``, the paper's bootstrap of eq. 32, so at
 a fixed ``f`` the table converges to the exact paper-form ``Q_F`` of
 :class:`~bilevel_envs.followers.soft_q_iteration.SoftQIterationFollower` on every triple that
-keeps being visited, without the follower ever reading ``f``. The games never terminate; an
+keeps being visited. The update never reads ``f``: ``f`` only plays the leader's part in the
+rounds the follower experiences (as the leader would in the game). The games never terminate; an
 episode is truncated after ``max_episode_steps`` rounds (default: the game's ``max_cycles``)
 and the truncated round still bootstraps. The follower's episodes continue across solves (at a
 solve the pending leader action is drawn afresh from the new ``f``).
