@@ -16,7 +16,7 @@ The toy-game study (``--problem toy``): R = 2, β = 0.05, the game's documented 
 (500 iterations, 3 episodes × 150 rounds, Adam 0.003), BC-HG and Bi-AC against the exact
 follower, k-step soft Q-iteration followers (one backup per step, carried or reset) and soft
 Q-learning with 450 or 4500 own rounds per leader update (the leader collects 450), exploring
-with ε = 0.2 (without exploration the Boltzmann learner at β = 0.05 stops visiting A).
+with ε = 0.2 (without exploration the Boltzmann learner at β = 0.05 all but stops visiting A).
 
 Each run logs, every ``eval_every`` iterations, the exact objective under the exact best response
 (``objective``; the toy's 150-step return ``return_150``), the exact objective under the
