@@ -102,18 +102,25 @@ class GameSoftQLearning(SoftQLearning):
 
         Args:
             game: the tabular game (anything with a ``model`` holding ``P``, ``r_follower``,
-                ``mu0``), or such a model.
+                ``mu0``, and ``gamma_follower`` and ``max_cycles``), or such a model if the
+                follower was built with ``gamma`` and ``max_episode_steps``.
             leader_policy: ``(S, A)`` probabilities ``f``; the previous one if ``None``.
 
         Raises:
-            ValueError: if the leader policy has the wrong shape or is not a distribution.
+            ValueError: if the leader policy has the wrong shape or is not a distribution, or
+                a bare model comes without the follower's ``gamma`` and ``max_episode_steps``.
         """
         raw = getattr(game, "unwrapped", game)
         model = _game_model(raw)
         S, A, B = model.r_follower.shape
         self.leader_policy = leader_policy_to_answer(leader_policy, self.leader_policy,
                                                      (S, A)).copy()
-        gamma = float(getattr(raw, "gamma_follower", 0.99) if self.gamma is None else self.gamma)
+        gamma = self.gamma if self.gamma is not None else getattr(raw, "gamma_follower", None)
+        limit = self.max_episode_steps or getattr(raw, "max_cycles", None)
+        if gamma is None or limit is None:
+            raise ValueError("a bare game model has no gamma_follower or max_cycles: pass the "
+                             "game, or build the follower with gamma= and max_episode_steps=")
+        gamma, limit = float(gamma), int(limit)
         if self.q is None or self.q.shape != (S, A, B):
             init = (float(model.r_follower.max() + self.beta * np.log(B)) / (1.0 - gamma)
                     if self.init_value == "optimistic" else float(self.init_value))
@@ -124,7 +131,6 @@ class GameSoftQLearning(SoftQLearning):
             self._state, self._t = None, 0
         n = self.steps_per_leader_update + (self.warmup_steps if self.n_solves == 0 else 0)
         self._gamma_used = gamma
-        limit = int(self.max_episode_steps or getattr(raw, "max_cycles", 150))
         if n > 0:
             self._play(model, n, gamma, limit)
         self.n_solves += 1

@@ -373,6 +373,11 @@ def test_game_soft_q_learning_converges_to_the_exact_soft_q(seed):
     assert np.abs(fol.soft_v - exact.soft_v).max() < 0.2
     assert np.abs(fol.soft_q - exact.soft_q).max() < 0.4
     np.testing.assert_allclose(fol.policy.sum(axis=2), 1.0)
+    with pytest.raises(ValueError, match="gamma= and max_episode_steps="):
+        GameSoftQLearning(0.05, 10, seed=0).solve(game.model, f)  # a bare model: no γ_F, T
+    bare = GameSoftQLearning(0.05, 10, gamma=0.99, max_episode_steps=150, seed=0)
+    bare.solve(game.model, f)
+    assert bare.total_steps == 10
     greedy = GameSoftQLearning(0.05, 300_000, seed=0)
     greedy.solve(game, np.full((3, 2), 0.5))
     exact.solve(game, np.full((3, 2), 0.5))
