@@ -202,8 +202,9 @@ def _group_key(spec: RunSpec) -> str:
     from bilevel_agents.batched import PER_RUN
 
     kwargs = {k: v for k, v in spec.leader_kwargs.items() if k not in PER_RUN}
+    # eval_every too: the engine evaluates every iteration, so a group's first run decides
     return json.dumps([spec.env, spec.env_kwargs, spec.beta, spec.follower, spec.leader,
-                       kwargs, spec.tensorboard], sort_keys=True, default=str)
+                       kwargs, spec.tensorboard, spec.eval_every], sort_keys=True, default=str)
 
 
 def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
@@ -227,10 +228,10 @@ def plan_batches(specs: list[RunSpec], *, workers: int = 1, max_batch: int = 256
         try:
             if group[0].tensorboard:  # the batched engine writes no TensorBoard events
                 reason = "TensorBoard events are written by the one-run trainer"
-            elif group[0].eval_every != 1:
-                reason = "the engine evaluates every iteration"
-            else:
+            else:  # what the method needs first: it says more than the evaluation period
                 reason = unsupported_reason(build_leader(group[0]))
+                if reason is None and group[0].eval_every != 1:
+                    reason = "the engine evaluates every iteration"
         except Exception as err:  # noqa: BLE001  (the run itself reports it, in a process)
             reason = f"its leader could not be built here ({err})"
         if reason is not None:

@@ -125,15 +125,20 @@ def test_a_batched_checkpoint_resumes_in_the_single_runner(tmp_path):
 def test_sweeps_group_runs_and_fall_back_with_a_reason(tmp_path, capsys):
     specs = [_spec("bchg", kw, s, {}, 3, out=tmp_path) for kw in METHODS["bchg"] for s in SEEDS]
     specs.append(_spec("bchg", {"lr": 0.1, "optimizer": "adam"}, 0, {}, 3, out=tmp_path))
-    specs.append(RunSpec(env=ENV, leader="bchg", beta=0.003, seed=0, iterations=3,
-                         leader_kwargs={"batch_size": 100}, out=str(tmp_path),
-                         follower="kstep:3"))
+    for seed, (follower, every) in enumerate((("kstep:3", 1), ("kstep:3", 10), ("exact", 10))):
+        specs.append(RunSpec(env=ENV, leader="bchg", beta=0.003, seed=seed, iterations=3,
+                             leader_kwargs={"batch_size": 100}, out=str(tmp_path),
+                             follower=follower, eval_every=every))
     batches, fallbacks = plan_batches(specs, workers=2)
     assert sorted(len(b) for b in batches) == [2, 2]
     assert {r for _, r in fallbacks} == {
         ("only plain SGD steps are batched (no Adam, clip groups, step-size decay or simplex "
          "geometry)"),
-        "the follower is not the exact warm-started Newton solver"}
+        "the follower is not the exact warm-started Newton solver",
+        "the engine evaluates every iteration"}
+    # the method's own reason comes first: a k-step run says so whatever its evaluation period
+    assert [r for s, r in fallbacks if s.follower == "kstep:3"] == [
+        "the follower is not the exact warm-started Newton solver"] * 2
     results = run_sweep(specs, progress=False)
     assert len(results) == len(specs)
     assert "not batched" in capsys.readouterr().out
