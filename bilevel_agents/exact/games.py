@@ -35,7 +35,7 @@ from bilevel_agents.exact.dispatch import (
     leader_objective_impl,
     report_metrics_impl,
 )
-from bilevel_envs.followers.base import published
+from bilevel_agents.exact.tabular import actual_policy
 from bilevel_envs.followers.maxent_lqr_game import discounted_riccati
 from bilevel_envs.followers.soft_q_iteration import (
     SoftQIterationFollower,
@@ -409,11 +409,7 @@ def _(problem: ToyGameEnv, br: Any) -> dict[str, float]:
     policy), the 150-step return under it (``return_150_actual``) and, for a follower of the
     paper's Bellman form, ``follower_gap`` (its soft-value gap to the best response at S)."""
     fol = br.follower
-    if getattr(fol, "exact", False):
-        return {}
-    g = published(fol, "policy")
-    if g is None and callable(getattr(fol, "policy_readout", None)):
-        g = fol.policy_readout()
+    g = None if getattr(fol, "exact", False) else actual_policy(br)
     if g is None:
         return {}
     f, T = br.leader_policy, problem.max_cycles
