@@ -3,6 +3,8 @@
     bilevel reproduce four-rooms                 # the full study (days: use workers / Ray)
     bilevel reproduce four-rooms --quick         # authors' best grid points, batch 100, 3 seeds
     bilevel reproduce four-rooms --backend ray   # on an existing Ray cluster (RAY_ADDRESS)
+    bilevel reproduce four-rooms --slips 0.44 --simulator-slip-prob 0.3333333333333333
+                                                 # the authors' dynamics (their numbers' setting)
     bilevel reproduce four-rooms --methods hpgd_oracle --oracle-unvisited zero --grid best
                                                  # the oracle as the authors' numbers suggest
 
@@ -10,7 +12,9 @@ Every method (BC-HG, HPGD (MC / SA / oracle), SoBiRL, NAIVE-PGD, and exact ascen
 reference), β ∈ {0.001, 0.003, 0.005}, batch ∈ {100, 200, 400, 1000}, the paper's grids
 (lr ∈ {0.5, 0.1, 0.05, 0.01}, α_SA ∈ {0.1, 0.3, 0.5, 0.7, 0.9, 1.0} for the SARSA critics),
 10 seeds, 10,000 iterations, with the default dynamics (slip 1/3) and with ``slip_prob=0.44``
-(the authors' solver matrix). The score of a grid point is the seed mean of the
+(the authors' solver matrix); ``--simulator-slip-prob 1/3`` with slip 0.44 adds the authors'
+mismatched simulator (samples drawn with slip 1/3, follower and score on slip 0.44), the setting
+in which their published numbers were obtained. The score of a grid point is the seed mean of the
 last-1000-iteration mean exact objective; the best grid point per method is reported with its
 standard error over seeds, the share of the gap closed from the start value to the best known
 value (reference/known_optima.md) and the authors' published numbers
@@ -19,7 +23,8 @@ value (reference/known_optima.md) and the authors' published numbers
 Runs go through :func:`bilevel_agents.sweep.run_sweep`: finished runs are read back, interrupted
 ones resume. The folder layout is the one of ``examples/four_rooms_sweep.py``
 (``OUT/beta{β}_slip{slip}/<leader>_batch_size100_lr.../seed{k}``; batches other than 100 get a
-``_batch{n}`` suffix on the cell folder), so runs made by either are shared.
+``_batch{n}`` suffix on the cell folder, a mismatched simulator ``_sim{slip}``), so runs made by
+either are shared.
 """
 
 from __future__ import annotations
@@ -67,9 +72,13 @@ BEST_POINTS: dict[float, dict[str, dict[str, float]]] = {
 }
 
 
-def cell_dir(out: str | Path, beta: float, slip: float, batch: int) -> Path:
-    """Folder of one (β, slip, batch) cell (batch 100 shares the examples' layout)."""
+def cell_dir(out: str | Path, beta: float, slip: float, batch: int,
+             simulator_slip_prob: float | None = None) -> Path:
+    """Folder of one (β, slip, batch) cell (batch 100 shares the examples' layout; a simulator
+    with another slip than the model gets a suffix of its own)."""
     suffix = "" if batch == 100 else f"_batch{batch}"
+    if simulator_slip_prob is not None:
+        suffix += f"_sim{simulator_slip_prob:.2f}"
     return Path(out) / f"beta{beta}_slip{slip:.2f}{suffix}"
 
 
@@ -87,8 +96,13 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                      slips: Sequence[float], seeds: int | Sequence[int], iterations: int,
                      methods: Sequence[str] = METHODS, full_grid: bool = True,
                      exact_seeds: int = 3, oracle_starts: str = "first",
-                     oracle_unvisited: str = "drop") -> list[RunSpec]:
+                     oracle_unvisited: str = "drop",
+                     simulator_slip_prob: float | None = None) -> list[RunSpec]:
     """Every run of the study (exact ascent: ``exact_seeds`` seeds, batch-independent).
+
+    ``simulator_slip_prob`` samples every run's transitions with another slip than the model of
+    each ``slips`` entry (the follower and the exact score keep the model's): the authors'
+    dynamics are ``slips=[0.44], simulator_slip_prob=1/3``.
 
     ``oracle_starts="every"`` gives HPGD (oracle) the authors' oracle batches (every episode
     from a uniform start; ~10× the cost of the default, see :mod:`bilevel_agents.hpgd`);
@@ -118,10 +132,12 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
     specs = []
     for slip in slips:
         env_kwargs = {} if abs(slip - 1 / 3) < 1e-12 else {"slip_prob": slip}
+        if simulator_slip_prob is not None:
+            env_kwargs = {**env_kwargs, "simulator_slip_prob": float(simulator_slip_prob)}
         for beta in betas:
             for batch in batches:
                 common = dict(env=ENV, beta=beta, iterations=iterations, env_kwargs=env_kwargs,
-                              out=str(cell_dir(out, beta, slip, batch)))
+                              out=str(cell_dir(out, beta, slip, batch, simulator_slip_prob)))
                 for method in methods:
                     if method == "exact" and batch != batches[0]:
                         continue
@@ -159,7 +175,8 @@ def _order(method: str) -> int:
 
 def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
                       slips: Sequence[float], tail: int = 1000,
-                      plots: str | Path | None = None) -> str:
+                      plots: str | Path | None = None,
+                      simulator_slip_prob: float | None = None) -> str:
     """Markdown tables: best grid point per method, last-``tail`` mean ± SE, the interquartile
     mean over seeds with its 95% stratified-bootstrap interval
     (:func:`~bilevel_agents.experiments.results.aggregate`), share of the gap, the authors'
@@ -173,13 +190,16 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
             start, best = next((v for (b, sl), v in REFERENCE.items()
                                 if abs(b - beta) < 1e-9 and abs(sl - slip) < 5e-3), (None, None))
             a_start, a_best = REFERENCE[(beta, 0.44)]  # the authors' dynamics
-            lines += [f"### β = {beta}, slip = {slip:.2f} (start {start}, best known {best})", "",
+            sim = ("" if simulator_slip_prob is None
+                   else f", simulator slip {simulator_slip_prob:.2f}")
+            lines += [f"### β = {beta}, slip = {slip:.2f}{sim} (start {start}, "
+                      f"best known {best})", "",
                       "| method | batch | best grid point | seeds | iterations | "
                       f"last-{tail} mean J ± SE | IQM [95% CI] | share of gap | "
                       "authors' J (slip 0.44) | authors' share |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for batch in batches:
-                root = cell_dir(out, beta, slip, batch)
+                root = cell_dir(out, beta, slip, batch, simulator_slip_prob)
                 if not root.exists():
                     continue
                 seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -200,7 +220,8 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                         f"{'–' if ref is None else f'{ref:.3f}'} | {a_share} |")
                 if plots is not None:
                     plot_results(root, Path(plots) / root.name, tail=tail, best_known=best,
-                                 title=f"Four-Rooms β={beta}, slip={slip:.2f}, batch {batch}",
+                                 title=f"Four-Rooms β={beta}, slip={slip:.2f}{sim}, "
+                                       f"batch {batch}",
                                  label=_label)
             lines.append("")
     return "\n".join(lines)
@@ -228,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--betas", type=number(float, low=0.0, low_open=True), nargs="+")
     p.add_argument("--batches", type=number(int, low=1), nargs="+")
     p.add_argument("--slips", type=number(float, low=0.0, high=1.0), nargs="+")
+    p.add_argument("--simulator-slip-prob", type=number(float, low=0.0, high=1.0),
+                   help="sample with another slip than the model (the authors' simulator: "
+                        "1/3 with --slips 0.44)")
     p.add_argument("--seeds", type=seeds_type,
                    help="the seeds of every grid point, e.g. 0-9 or 0,3,5 (default: 0-9; 0-2 "
                         "with --quick)")
@@ -261,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = four_rooms_specs(out=args.out, betas=betas, batches=batches, slips=slips,
                              seeds=seeds, iterations=iterations, methods=methods,
                              full_grid=full_grid, oracle_starts=args.oracle_starts,
-                             oracle_unvisited=args.oracle_unvisited)
+                             oracle_unvisited=args.oracle_unvisited,
+                             simulator_slip_prob=args.simulator_slip_prob)
     print(f"{len(specs)} runs under {args.out} ({'quick' if quick else 'full'} study)")
     if not args.no_run:
         run_sweep(specs, workers=args.workers, backend=args.backend)
@@ -272,12 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     text = four_rooms_report(out=args.out, betas=betas, batches=batches, slips=slips,
                              tail=min(1000, iterations),
-                             plots=report.parent / (report.stem + "_plots"))
+                             plots=report.parent / (report.stem + "_plots"),
+                             simulator_slip_prob=args.simulator_slip_prob)
     header = ("# Four-Rooms reproduction (`bilevel reproduce four-rooms"
               + (" --quick" if quick else "") + "`)\n\n"
               f"Seeds and iterations per row (the command's target: {len(seeds)} seeds, "
-              f"{iterations} iterations); share of gap = (J − J_start) / (J_best known − J_start). Authors' "
-              "numbers are for their dynamics (slip 0.44); compare shares.\n\n")
+              f"{iterations} iterations); share of gap = (J − J_start) / (J_best known − J_start). "
+              + ("Authors' numbers are for their dynamics (slip 0.44); compare shares.\n\n"
+                 if args.simulator_slip_prob is None else
+                 f"Samples are drawn with slip {args.simulator_slip_prob:.2f}, the follower and "
+                 "the score use the model's slip.\n\n"))
     report.write_text(header + text + "\n")
     print(text)
     print(f"wrote {report}")

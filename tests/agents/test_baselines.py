@@ -386,6 +386,16 @@ def test_reproduce_specs_cover_the_paper_grid():
     assert kw["hpgd_oracle"] == {"batch_size": 100, "lr": 0.05, "oracle_starts": "every",
                                  "unvisited": "zero"}
     assert "unvisited" not in kw["bchg"]
+    # the authors' dynamics: samples with slip 1/3 from a slip-0.44 model, a cell folder apart
+    mism = four_rooms_specs(out="x", betas=[0.001], batches=[100], slips=[0.44], seeds=1,
+                            iterations=10, full_grid=False, methods=["bchg"],
+                            simulator_slip_prob=1 / 3)
+    consistent = four_rooms_specs(out="x", betas=[0.001], batches=[100], slips=[0.44], seeds=1,
+                                  iterations=10, full_grid=False, methods=["bchg"])
+    assert mism[0].env_kwargs == {"slip_prob": 0.44, "simulator_slip_prob": 1 / 3}
+    assert consistent[0].env_kwargs == {"slip_prob": 0.44}
+    assert mism[0].run_dir != consistent[0].run_dir
+    assert "_sim0.33" in str(mism[0].run_dir)
     for kwargs, match in (({"betas": [0.002]}, "betas"), ({"methods": ["x"]}, "methods"),
                           ({"seeds": 0}, "seeds"), ({"oracle_unvisited": "nan"}, "unvisited"),
                           ({"oracle_starts": "all"}, "oracle_starts")):
