@@ -70,10 +70,13 @@ class RunSpec:
 
     @property
     def run_dir(self) -> Path:
-        """``out/<leader>_<kwargs>/seed<seed>`` (plus the follower when it is not exact)."""
+        """``out/<leader>_<kwargs>/seed<seed>`` (plus the follower when it is not exact; a list
+        value joins its items with ``-``, e.g. ``clip_groups3-1``)."""
         def flat(key: str, val: Any) -> list[str]:
             if isinstance(val, dict):
                 return [p for k, v in sorted(val.items()) for p in flat(k, v)]
+            if isinstance(val, (list, tuple)):  # no brackets or spaces in folder names
+                return [f"{key}{'-'.join(str(v) for v in val)}"]
             return [f"{key}{val}"]
 
         parts = [self.leader] + [p for k, v in sorted(self.leader_kwargs.items())

@@ -119,3 +119,13 @@ def test_help_shows_defaults():
     text = subprocess.run([sys.executable, "-m", "bilevel_agents.cli", "train", "--help"],
                           capture_output=True, text=True, check=True).stdout
     assert "(default: 10000)" in text and "(default: bchg)" in text
+
+
+def test_run_folders_have_no_brackets_or_spaces():
+    """A list-valued option (HPGD's per-group clipping) names its folder ``clip_groups3-1``."""
+    from bilevel_agents.experiments.sweep import RunSpec
+
+    spec = RunSpec(env="BiLevel/TaxDesignTabular-v0", leader="zero_order", beta=0.1, seed=2,
+                   iterations=1, out="o", leader_kwargs={"c": 50.0, "clip_groups": [3, 1],
+                                                         "critic_kwargs": {"v_samples": 16}})
+    assert spec.run_dir.as_posix() == "o/zero_order_c50.0_clip_groups3-1_v_samples16/seed2"
