@@ -363,3 +363,17 @@ def test_bad_kwargs_raise(cls, kwargs, name):
 def test_bad_grid_raises(n_grid):
     with pytest.raises(ValueError, match="n_grid"):
         TaxDesignTabularEnv(n_grid=n_grid)
+
+
+def test_known_optima_tax_values():
+    """docs/known_optima.md, Tax Design: J at HPGD's start and at the best known θ (β = 0.1),
+    and that the best known θ is a stationary point of the exact objective."""
+    from bilevel_agents.exact import hypergradient
+
+    br = BestResponse(gym.make("BiLevel/TaxDesignTabular-v0"), beta=0.1)
+    assert leader_objective(br) == pytest.approx(29.440, abs=1e-3)  # all rates 0.3
+    best = np.array([-7.517129834888709, -8.253715954150307, -5.826702000540138,
+                     -0.7726323435527718])
+    assert leader_objective(br, best) == pytest.approx(38.708, abs=1e-3)
+    grad = hypergradient(br, best)
+    assert abs(grad[3]) < 0.05 and np.all(grad[:3] < 0.05)  # τ stationary, VAT at its floor
