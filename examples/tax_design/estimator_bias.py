@@ -1,5 +1,5 @@
 """Average BC-HG's and HPGD's hypergradient estimates on the tabular tax economy at the best known
-θ (β = 0.1) beside the exact hypergradient (docs/results/hpgd.md, "Tax design").
+θ (β = 0.1) beside the exact hypergradient, with Monte Carlo and with exact leader values (docs/results/hpgd.md, "Tax design").
 
     python examples/tax_design/estimator_bias.py      # about 3 CPU-minutes
 """
@@ -18,11 +18,12 @@ THETA_BEST = np.array([-7.517129834888709, -8.253715954150307, -5.82670200054013
 
 if __name__ == "__main__":
     for cls, kwargs, n in [(BCHG, {"critic": "mc", "batch_size": 2000, "n_envs": 10}, 200),
-                           (HPGD, {"batch_size": 20000, "n_envs": 100}, 40)]:
+                           (HPGD, {"batch_size": 20000, "n_envs": 100}, 40),
+                           (BCHG, {"critic": "exact", "batch_size": 2000, "n_envs": 10}, 200)]:
         br = BestResponse(gym.make("BiLevel/TaxDesignTabular-v0"), beta=0.1)
         leader = cls(br, seed=0, theta0=THETA_BEST.copy(), contexts="per_episode", **kwargs)
         exact = hypergradient(br)
         est = np.array([leader.estimate_gradient() for _ in range(n)])
         mean, se = est.mean(axis=0), est.std(axis=0, ddof=1) / np.sqrt(n)
-        print(f"{cls.__name__}: exact {np.round(exact, 4)}, mean of {n} estimates "
+        print(f"{cls.__name__} ({kwargs.get('critic', 'mc')} leader values): exact {np.round(exact, 4)}, mean of {n} estimates "
               f"{np.round(mean, 3)} ± {np.round(se, 3)} (SE)")
