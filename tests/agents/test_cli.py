@@ -131,13 +131,15 @@ def test_run_folders_have_no_brackets_or_spaces():
     assert spec.run_dir.as_posix() == "o/zero_order_c50.0_clip_groups3-1_v_samples16/seed2"
 
 
-@pytest.mark.parametrize("method", ["exact", "zero_order", "bchg", "hpgd"])
-def test_tax_design_protocol_files_run(method, tmp_path):
+@pytest.mark.parametrize("name, method", [("exact", "exact"), ("zero_order", "zero_order"),
+                                          ("bchg", "bchg"), ("bchg_exact_critic", "bchg"),
+                                          ("hpgd", "hpgd")])
+def test_tax_design_protocol_files_run(name, method, tmp_path):
     """``examples/tax_design/*.yaml`` (docs/results/hpgd.md) are valid configs of their method."""
     import json
     from pathlib import Path
 
-    config = Path(__file__).resolve().parents[2] / "examples" / "tax_design" / f"{method}.yaml"
+    config = Path(__file__).resolve().parents[2] / "examples" / "tax_design" / f"{name}.yaml"
     assert main(["train", "--config", str(config), "--iterations", "1", "--seeds", "0",
                  "--no-tensorboard", "--out", str(tmp_path)]) == 0
     (summary,) = tmp_path.glob("*/seed0/summary.json")
