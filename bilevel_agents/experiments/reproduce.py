@@ -185,15 +185,14 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
     from bilevel_agents.experiments.results import aggregate, plot_results, score_table
 
     lines: list[str] = []
+    sim = "" if simulator_slip_prob is None else f", simulator slip {simulator_slip_prob:.2f}"
     for slip in slips:
         for beta in betas:
             start, best = next((v for (b, sl), v in REFERENCE.items()
                                 if abs(b - beta) < 1e-9 and abs(sl - slip) < 5e-3), (None, None))
             a_start, a_best = REFERENCE[(beta, 0.44)]  # the authors' dynamics
-            sim = ("" if simulator_slip_prob is None
-                   else f", simulator slip {simulator_slip_prob:.2f}")
-            lines += [f"### β = {beta}, slip = {slip:.2f}{sim} (start {start}, "
-                      f"best known {best})", "",
+            heading = f"### β = {beta}, slip = {slip:.2f}{sim} (start {start}, best known {best})"
+            lines += [heading, "",
                       "| method | batch | best grid point | seeds | iterations | "
                       f"last-{tail} mean J ± SE | IQM [95% CI] | share of gap | "
                       "authors' J (slip 0.44) | authors' share |",

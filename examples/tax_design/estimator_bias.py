@@ -1,5 +1,6 @@
 """Average BC-HG's and HPGD's hypergradient estimates on the tabular tax economy at the best known
-θ (β = 0.1) beside the exact hypergradient, with Monte Carlo and with exact leader values (docs/results/hpgd.md, "Tax design").
+θ (β = 0.1) beside the exact hypergradient, with Monte Carlo and with exact leader values
+(docs/results/hpgd.md, "Tax design").
 
     python examples/tax_design/estimator_bias.py      # about 3 CPU-minutes
 """
@@ -25,5 +26,6 @@ if __name__ == "__main__":
         exact = hypergradient(br)
         est = np.array([leader.estimate_gradient() for _ in range(n)])
         mean, se = est.mean(axis=0), est.std(axis=0, ddof=1) / np.sqrt(n)
-        print(f"{cls.__name__} ({kwargs.get('critic', 'mc')} leader values): exact {np.round(exact, 4)}, mean of {n} estimates "
-              f"{np.round(mean, 3)} ± {np.round(se, 3)} (SE)")
+        values = kwargs.get("critic", "mc")  # HPGD's tabular default is Monte Carlo too
+        print(f"{cls.__name__} ({values} leader values): exact {np.round(exact, 4)}, "
+              f"mean of {n} estimates {np.round(mean, 3)} ± {np.round(se, 3)} (SE)")

@@ -463,6 +463,16 @@ def test_a_bad_seed_list_is_a_one_line_usage_error(task, capsys):
     assert len(err) == 1 and "--seeds" in err[0] and "5-2" in err[0]
 
 
+def test_a_simulator_slip_out_of_range_is_a_one_line_usage_error(capsys):
+    from bilevel_agents.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "four-rooms", "--simulator-slip-prob", "1.5", "--no-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--simulator-slip-prob" in err[0] and "1.5" in err[0]
+
+
 def test_the_toy_followers_study_runs_and_reports(tmp_path, capsys):
     """``bilevel reproduce followers --problem toy``: the game's protocol, a report row per
     (method, follower) with the exact return under g* and under the follower faced."""
