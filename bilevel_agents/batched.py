@@ -187,6 +187,8 @@ def unsupported_reason(leader: Any) -> str | None:
         if _GUIDES[name] == "advantage":
             if leader.leader_value != "benefit" or leader.oracle_starts != "first":
                 return "HPGD is batched with the Benefit factor and 'first' oracle starts only"
+            if leader.score_clip is not None or leader.response_coordinates is not None:
+                return "HPGD's tax-code options (score_clip, response_coordinates) are not batched"
         wide = fam.n_envs > WALK_MAX_ENVS or (
             getattr(leader, "oracle_batch_size", None) is not None
             and leader.oracle_n_envs > WALK_MAX_ENVS)

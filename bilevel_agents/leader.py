@@ -324,11 +324,13 @@ class Leader:
         self.last_metrics = metrics
         if family.exploring(self):
             return None
-        term = family.partial_term(self, batch)
-        guide = self.guiding_term(batch, stats)
-        if guide is not None:
-            term = term + guide
-        return family.gradient(self, batch, term)
+        return self.combine(batch, family.partial_term(self, batch),
+                            self.guiding_term(batch, stats))
+
+    def combine(self, batch: Any, partial: Any, guide: Any) -> np.ndarray:
+        """The estimate from its two terms: ``∇θ`` of partial + guide, one autograd pass per
+        batch (a method that weighs the terms differently overrides this)."""
+        return self.family.gradient(self, batch, partial if guide is None else partial + guide)
 
     def learn(self, iterations: int, **train_kwargs: Any) -> list[dict[str, float]]:
         """Train for ``iterations`` outer iterations with the shared loop

@@ -73,7 +73,8 @@ class Coefficients(NamedTuple):
 
 # ---------------------------------------------------------------------- surrogate
 def surrogate_gradient(problem: Any, theta: np.ndarray, batch: Any, coef: Coefficients,
-                       extra_follower_table: np.ndarray | None = None) -> np.ndarray:
+                       extra_follower_table: np.ndarray | None = None,
+                       score_clip: float | None = None) -> np.ndarray:
     """``∇θ Σ_k [c_F r_F + c_L r_L + c_p log p]`` by one autograd pass.
 
     Tabular problems aggregate the coefficients into ``(S, B)`` tables first (one bincount)
@@ -88,6 +89,11 @@ def surrogate_gradient(problem: Any, theta: np.ndarray, batch: Any, coef: Coeffi
         batch: anything with ``obs``, ``actions``, ``next_obs`` (a :class:`Batch`).
         coef: the coefficients, one per transition of ``batch``.
         extra_follower_table: optional ``(S, B)`` table (tabular problems).
+        score_clip: clip each transition's score ``∇θ log p^θ(s'_k | s_k, b_k)`` to
+            ``[−score_clip, score_clip]`` coordinate-wise before weighting it (HPGD's tax-design
+            estimator); ``None`` (default) keeps the one-pass surrogate, which is exact.
+            Clipping needs the per-transition Jacobian (``|θ|`` forward passes) and a single
+            run's θ.
     """
     if isinstance(problem, TabularConfigurableEnv):
         S, B = problem.n_states, problem.n_actions
@@ -100,11 +106,8 @@ def surrogate_gradient(problem: Any, theta: np.ndarray, batch: Any, coef: Coeffi
             c_f = c_f + np.reshape(extra_follower_table, shape)
         grad = problem.tabular_rewards_vjp(theta, c_f, c_l)
         if problem.config_dependent_dynamics and np.any(coef.log_transition):
-            th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
-            log_p = problem.log_transition_torch(th, batch.obs, batch.actions, batch.next_obs)
-            if log_p is not None:
-                total = (torch.from_numpy(coef.log_transition) * log_p).sum()
-                grad = grad + torch.autograd.grad(total, th)[0].numpy()
+            grad = grad + _score_gradient(problem, theta, batch.obs, batch.actions,
+                                          batch.next_obs, coef.log_transition, score_clip)
         return grad
     th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     s = torch.as_tensor(batch.obs)
@@ -116,15 +119,47 @@ def surrogate_gradient(problem: Any, theta: np.ndarray, batch: Any, coef: Coeffi
         if np.any(c):  # an all-zero term contributes exactly nothing
             part = (torch.from_numpy(c) * fn(th, s, b)).sum()
             total = part if total is None else total + part
+    score = None
     if np.any(coef.log_transition):
-        log_p = problem.log_transition_torch(th, s, b, torch.as_tensor(batch.next_obs))
-        if log_p is not None:
-            part = (torch.from_numpy(coef.log_transition) * log_p).sum()
-            total = part if total is None else total + part
-    if total is None or not total.requires_grad:  # nothing depends on θ
+        if score_clip is None:
+            log_p = problem.log_transition_torch(th, s, b, torch.as_tensor(batch.next_obs))
+            if log_p is not None:
+                part = (torch.from_numpy(coef.log_transition) * log_p).sum()
+                total = part if total is None else total + part
+        else:
+            score = _score_gradient(problem, theta, s, b, torch.as_tensor(batch.next_obs),
+                                    coef.log_transition, score_clip)
+    grad = np.zeros_like(theta, dtype=np.float64)
+    if total is not None and total.requires_grad:  # else nothing depends on θ
+        grad = torch.autograd.grad(total, th)[0].numpy()
+    return grad if score is None else grad + score
+
+
+def _score_gradient(problem: Any, theta: np.ndarray, states: Any, actions: Any,
+                    next_states: Any, c_p: np.ndarray, score_clip: float | None) -> np.ndarray:
+    """``Σ_k c_p[k] ∇θ log p^θ(s'_k | s_k, b_k)``, each score clipped to ``±score_clip``."""
+    if score_clip is not None and np.ndim(theta) != 1:
+        raise ValueError(f"score_clip needs a single run's θ (a vector), got shape "
+                         f"{np.shape(theta)}")
+    th = torch.tensor(theta, dtype=torch.float64, requires_grad=score_clip is None)
+    if score_clip is None:
+        log_p = problem.log_transition_torch(th, states, actions, next_states)
+        if log_p is None:
+            return np.zeros_like(theta, dtype=np.float64)
+        total = (torch.from_numpy(c_p) * log_p).sum()
+        return torch.autograd.grad(total, th)[0].numpy()
+    flat = th.reshape(-1)
+    if problem.log_transition_torch(th, states, actions, next_states) is None:
         return np.zeros_like(theta, dtype=np.float64)
-    (grad,) = torch.autograd.grad(total, th)
-    return grad.numpy()
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        return problem.log_transition_torch(x.reshape(th.shape), states, actions, next_states)
+
+    # the per-transition Jacobian (n, |θ|): one forward-mode pass per coordinate of θ
+    jac = torch.autograd.functional.jacobian(log_p, flat, vectorize=True,
+                                             strategy="forward-mode")
+    scores = np.clip(jac.detach().numpy().reshape(len(c_p), -1), -score_clip, score_clip)
+    return (c_p @ scores).reshape(np.shape(theta))
 
 
 @dataclass(frozen=True)
@@ -158,12 +193,14 @@ class SurrogateTerm:
         table = None if not tables else tables[0] if len(tables) == 1 else tables[0] + tables[1]
         return SurrogateTerm(tuple(parts), table)
 
-    def gradient(self, problem: Any, theta: np.ndarray) -> np.ndarray:
-        """``∇θ`` of the whole term (:func:`surrogate_gradient` per batch, summed)."""
+    def gradient(self, problem: Any, theta: np.ndarray,
+                 score_clip: float | None = None) -> np.ndarray:
+        """``∇θ`` of the whole term (:func:`surrogate_gradient` per batch, summed; scores
+        clipped to ``±score_clip`` if given)."""
         grad = None
         for i, (batch, coef) in enumerate(self.parts):
             g = surrogate_gradient(problem, theta, batch, coef,
-                                   self.follower_table if i == 0 else None)
+                                   self.follower_table if i == 0 else None, score_clip)
             grad = g if grad is None else grad + g
         return np.zeros_like(theta, dtype=np.float64) if grad is None else grad
 

@@ -102,6 +102,8 @@ class ConfigurableFamily(Family):
         return discounted_reverse_sum(batch.r_leader, self.problem.gamma_leader,
                                       batch.episode_end)
 
-    def gradient(self, leader: Any, batch: Batch, term: SurrogateTerm) -> np.ndarray:
-        """One autograd pass per batch of the term (:class:`SurrogateTerm`)."""
-        return term.gradient(self.problem, leader.theta)
+    def gradient(self, leader: Any, batch: Batch, term: SurrogateTerm,
+                 score_clip: float | None = None) -> np.ndarray:
+        """One autograd pass per batch of the term (:class:`SurrogateTerm`); each transition's
+        ``∇log p`` clipped to ``±score_clip`` if given."""
+        return term.gradient(self.problem, leader.theta, score_clip)

@@ -52,6 +52,13 @@ Every-visit averages are consistent estimates of the same ``∇Q_F``, ``∇V_F``
 under both (Markov property); the coverage differs: ``"first"`` puts more visits on the S-paths,
 where the on-policy keys are; ``"every"`` spreads them over the map.
 
+HPGD's tax-design estimator (hpgd_facts §4) differs from its Four-Rooms one in two ways, both
+options here: each transition's score ``∇log p`` is clipped to ±1 before it is weighted
+(``score_clip=1.0``), and the follower-response term is kept for the VAT rates only, not for the
+income tax that moves the dynamics (``response_coordinates=(0, 1, 2)``). Both bias the estimate
+(the clip changes large scores; the dropped response is part of Theorem 1's gradient); they are
+off by default and on in ``examples/tax_design/hpgd_tax_code.yaml``.
+
 An on-policy ``(s, b)`` that the statistics batch never visited has no estimate. By default
 (``unvisited="drop"``) its term is dropped (weight 0). ``unvisited="zero"`` reads the empty
 averages as 0, as a sum / max(count, 1) does: the term becomes
@@ -64,6 +71,7 @@ without a guard; docs/results/four_rooms_reproduction.md measures both.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -71,7 +79,7 @@ import numpy as np
 from bilevel_agents.families import ContinuousFamily, TabularFamily
 from bilevel_agents.leader import Leader, preset
 from bilevel_envs.core import Batch
-from bilevel_envs.utils import check_choice, check_int
+from bilevel_envs.utils import check_choice, check_float, check_int
 
 __all__ = ["HPGD", "HPGDMonteCarlo", "HPGDOracle", "HPGDSarsa", "LEADER_VALUES", "ORACLE_STARTS",
            "UNVISITED"]
@@ -105,6 +113,10 @@ class HPGD(Leader):
             ``oracle_batch_size // 100``, at least 1).
         unvisited: an on-policy ``(s, b)`` absent from the oracle batch: ``"drop"`` its term
             (default) or ``"zero"`` (empty averages read as 0; module docstring).
+        score_clip: clip every transition's ``∇θ log p`` to ``±score_clip`` coordinate-wise
+            (HPGD's tax code: 1.0); ``None`` (default): unclipped, as Theorem 1.
+        response_coordinates: the coordinates of θ that get the follower-response term
+            (HPGD's tax code: the VAT rates ``(0, 1, 2)``); ``None`` (default): all of them.
         **kwargs: :class:`~bilevel_agents.leader.Leader` arguments (``batch_size``,
             ``sarsa_alpha``, ``lr``, ``seed``, ...).
 
@@ -126,9 +138,15 @@ class HPGD(Leader):
 
     def __init__(self, br: Any, *, leader_value: str | None = None,
                  oracle_batch_size: int | None = None, oracle_starts: str = "first",
-                 oracle_n_envs: int | None = None, unvisited: str = "drop", **kwargs: Any):
+                 oracle_n_envs: int | None = None, unvisited: str = "drop",
+                 score_clip: float | None = None,
+                 response_coordinates: Sequence[int] | None = None, **kwargs: Any):
         super().__init__(br, **kwargs)
         tabular = isinstance(self.family, TabularFamily)
+        self.score_clip = check_float("score_clip", score_clip, low=0.0, low_open=True,
+                                      allow_none=True)
+        self.response_coordinates = _coordinates(response_coordinates,
+                                                 int(np.prod(br.config_space.shape)))
         if leader_value is None:
             leader_value = "benefit" if tabular else "q"
         self.leader_value = check_choice("leader_value", leader_value, LEADER_VALUES)
@@ -209,12 +227,46 @@ class HPGD(Leader):
             factor = np.where(seen, factor, 0.0)
         return family.response_term(self, batch, stats, factor, advantage=True)
 
+    def combine(self, batch: Any, partial: Any, guide: Any) -> np.ndarray:
+        """Partial + guide; with the tax-code options, scores clipped and the guide kept on
+        ``response_coordinates`` only (then one autograd pass per term)."""
+        if self.score_clip is None and self.response_coordinates is None:
+            return super().combine(batch, partial, guide)
+        family = self.family
+        grad = family.gradient(self, batch, partial, score_clip=self.score_clip)
+        response = family.gradient(self, batch, guide, score_clip=self.score_clip)
+        if self.response_coordinates is not None:
+            keep = np.zeros(response.size, dtype=bool)
+            keep[list(self.response_coordinates)] = True
+            response = np.where(keep.reshape(response.shape), response, 0.0)
+        return grad + response
+
     def hparams(self) -> dict[str, Any]:
-        """Leader settings plus HPGD's own options."""
-        return {**super().hparams(), "leader_value": self.leader_value,
-                "oracle_batch_size": self.oracle_batch_size,
-                "oracle_starts": self.oracle_starts, "oracle_n_envs": self.oracle_n_envs,
-                "unvisited": self.unvisited}
+        """Leader settings plus HPGD's own options (the tax-code options only when set, so
+        that earlier run folders keep their identity)."""
+        out = {**super().hparams(), "leader_value": self.leader_value,
+               "oracle_batch_size": self.oracle_batch_size,
+               "oracle_starts": self.oracle_starts, "oracle_n_envs": self.oracle_n_envs,
+               "unvisited": self.unvisited}
+        if self.score_clip is not None:
+            out["score_clip"] = self.score_clip
+        if self.response_coordinates is not None:
+            out["response_coordinates"] = list(self.response_coordinates)
+        return out
+
+
+def _coordinates(value: Sequence[int] | None, size: int) -> tuple[int, ...] | None:
+    """``response_coordinates`` checked: distinct indices of θ in ``[0, size)``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"response_coordinates must be a list of distinct integers in "
+                         f"[0, {size - 1}], got {value!r}")
+    out = tuple(check_int("response_coordinates entries", v, 0) for v in value)
+    if not out or len(set(out)) != len(out) or max(out) >= size:
+        raise ValueError(f"response_coordinates must be a non-empty list of distinct integers "
+                         f"in [0, {size - 1}], got {list(value)!r}")
+    return out
 
 
 HPGDMonteCarlo = preset(HPGD, "hpgd_mc", "HPGD (MC): Monte Carlo leader values from the same "

@@ -2,6 +2,8 @@
 ∇log p term (Alg. 4) is picked automatically, the estimates average to the exact
 hypergradient, and BC-HG, HPGD and zero-order improve the exact objective."""
 
+import types
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -83,3 +85,67 @@ def test_short_run_improves_the_exact_objective(cls, kwargs):
     leader = cls(tax_br(), seed=0, lr=0.05, clip_groups=(3, 1), **kwargs)
     hist = leader.learn(10, progress=False)
     assert hist[-1]["objective"] > hist[0]["objective"] + 1.0
+
+
+# ---------------------------------------------------------------------- HPGD's tax-code options
+def _batch_and_leader(**kw):
+    br = tax_br()
+    leader = HPGD(br, seed=1, batch_size=1000, n_envs=10, critic="exact", **kw)
+    return leader, leader.family.collect(leader)
+
+
+def test_score_clip_clips_each_transition_score():
+    """Clipped surrogate = Σ_k c_k clip(∇log p_k), the scores taken one transition at a time."""
+    import torch
+
+    from bilevel_agents.estimators.theorem1 import Coefficients, surrogate_gradient
+
+    leader, batch = _batch_and_leader()
+    problem, theta = leader.br.problem, leader.theta
+    k = slice(0, 60)
+    s, b, s2 = batch.obs[k], batch.actions[k], batch.next_obs[k]
+    c_p = np.random.default_rng(0).normal(size=60)
+    coef = Coefficients(np.zeros(60), np.zeros(60), c_p)
+    scores = []
+    for j in range(60):
+        th = torch.tensor(theta, requires_grad=True)
+        lp = problem.log_transition_torch(th, s[j:j + 1], b[j:j + 1], s2[j:j + 1]).sum()
+        scores.append(torch.autograd.grad(lp, th)[0].numpy())
+    scores = np.array(scores)
+    clip = 0.5 * np.abs(scores[:, 3]).max()  # clips some scores, not all
+    assert 0 < np.sum(np.abs(scores[:, 3]) > clip) < 60
+    sub = types.SimpleNamespace(obs=s, actions=b, next_obs=s2)
+    expected = c_p @ np.clip(scores, -clip, clip)
+    np.testing.assert_allclose(surrogate_gradient(problem, theta, sub, coef, score_clip=clip),
+                               expected, rtol=1e-10, atol=1e-12)
+    # a clip above every score is the plain one-pass surrogate
+    np.testing.assert_allclose(surrogate_gradient(problem, theta, sub, coef, score_clip=1e9),
+                               surrogate_gradient(problem, theta, sub, coef), rtol=1e-10)
+
+
+def test_response_coordinates_keep_the_response_term_on_those_coordinates_only():
+    leader, batch = _batch_and_leader()
+    fam = leader.family
+    full = leader.gradient_from_batch(batch)  # (updates the exact critic at θ)
+    partial = fam.gradient(leader, batch, fam.partial_term(leader, batch))
+    masked = HPGD(leader.br, seed=1, batch_size=1000, n_envs=10, critic="exact",
+                  response_coordinates=[0, 1, 2], theta0=leader.theta)
+    got = masked.gradient_from_batch(batch)
+    np.testing.assert_allclose(got[:3], full[:3], rtol=1e-10)
+    np.testing.assert_allclose(got[3], partial[3], rtol=1e-10)
+    assert abs(full[3] - partial[3]) > 1e-6  # the response term is there to be dropped
+    hp = masked.hparams()
+    assert hp["response_coordinates"] == [0, 1, 2] and "score_clip" not in hp
+    assert "response_coordinates" not in leader.hparams()  # earlier run folders keep identity
+
+
+@pytest.mark.parametrize("kw, match", [({"score_clip": 0.0}, "score_clip"),
+                                       ({"score_clip": "1"}, "score_clip"),
+                                       ({"response_coordinates": [4]}, "response_coordinates"),
+                                       ({"response_coordinates": [0, 0]}, "response_coordinates"),
+                                       ({"response_coordinates": []}, "response_coordinates"),
+                                       ({"response_coordinates": "012"}, "response_coordinates"),
+                                       ({"response_coordinates": [0.5]}, "response_coordinates")])
+def test_tax_code_options_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        HPGD(tax_br(), **kw)
