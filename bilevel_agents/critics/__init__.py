@@ -10,7 +10,8 @@ fresh batch (after the follower has re-solved) and then queried (paper Alg. 1 li
   ``v(states, br, leader_actions)`` gives ``E_{b~g(·|s,a)} Q_L(s, a, b)``);
 * ``state_dict()`` / ``load_state_dict(state)``: everything that affects its future answers.
 
-Critics by family: tabular SARSA and Monte Carlo (:mod:`~bilevel_agents.critics.tabular`), the
+Critics by family: tabular SARSA, Monte Carlo and the state-value model critic
+(:mod:`~bilevel_agents.critics.tabular`, ``critic="model"``), the
 MLP TD critic of continuous problems (:mod:`~bilevel_agents.critics.mlp`), the game critics
 (:mod:`~bilevel_agents.critics.game`), the plug-in model-based critic of the LQR game
 (:mod:`~bilevel_agents.critics.model`, ``critic="model"``: least-squares dynamics and
@@ -33,7 +34,12 @@ from bilevel_agents.critics.oracle import (
     LQRExactLeaderCritic,
     exact_critic,
 )
-from bilevel_agents.critics.tabular import MonteCarloCritic, SarsaCritic, TableCritic
+from bilevel_agents.critics.tabular import (
+    MonteCarloCritic,
+    SarsaCritic,
+    StateValueModelCritic,
+    TableCritic,
+)
 
 __all__ = [
     "Critic",
@@ -45,6 +51,7 @@ __all__ = [
     "MLPGameCritic",
     "MonteCarloCritic",
     "SarsaCritic",
+    "StateValueModelCritic",
     "TableCritic",
     "TabularGameCritic",
     "exact_critic",

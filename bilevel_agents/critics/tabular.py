@@ -11,7 +11,8 @@ import numpy as np
 from bilevel_agents.estimators.returns import discounted_reverse_sum
 from bilevel_envs.core import Batch
 
-__all__ = ["MonteCarloCritic", "SarsaCritic", "TableCritic", "stacked_sarsa_pass"]
+__all__ = ["MonteCarloCritic", "SarsaCritic", "StateValueModelCritic", "TableCritic",
+           "stacked_sarsa_pass"]
 
 
 class TableCritic:
@@ -171,6 +172,61 @@ class MonteCarloCritic(TableCritic):
     def v(self, states: np.ndarray, br: Any) -> np.ndarray:
         """``V̂_L(s)``: the every-visit average of the returns from ``s``."""
         return self.state_values[states]
+
+
+class StateValueModelCritic(TableCritic):
+    """``Q̂_L(s, b) = r_L^θ(s, b) + γ_L Σ_{s'} p^θ(s'|s, b) V̂_L(s')`` from Monte Carlo state values
+    and the leader's own model (``critic="model"`` on tabular problems).
+
+    The leader designs ``r_L^θ`` and ``p^θ`` (it differentiates both in every estimator), so it
+    can take the one-step expectation itself and estimate only state values from samples.
+    ``V̂_L(s)`` averages the discounted leader returns-to-go of every visit of ``s`` whose
+    segment is complete: it ends by termination, or it has at least ``horizon`` steps before
+    its time limit (``γ_L^horizon ≤ 10⁻³`` by default), so that truncated returns do not bias
+    it. States without such a visit get the mean of the visited ones.
+
+    Why: an every-visit ``Q̂_L(s, b)`` (Alg. 9) averages the very segments from which BC-HG's
+    ``∇̂Q_F(s, b)`` is taken; where pairs are visited about once (many actions: tabular tax
+    design has 1,250), the product of the two carries their covariance, a bias of the order of
+    the estimate itself. Here ``Q̂_L(s, b)`` depends on the sample only through state values
+    pooled over all the visits of each next state.
+
+    Args:
+        n_states, n_actions: table shape.
+        gamma: leader discount γ_L.
+        horizon: shortest segment kept (default: the smallest h with ``γ^h ≤ 10⁻³``).
+    """
+
+    def __init__(self, n_states: int, n_actions: int, *, gamma: float = 0.99,
+                 horizon: int | None = None):
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma!r}")
+        self.gamma = float(gamma)
+        if horizon is None:
+            horizon = 0 if gamma == 0 else math.ceil(math.log(1e-3) / math.log(gamma))
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
+            raise ValueError(f"horizon must be an integer >= 0, got {horizon!r}")
+        self.horizon = horizon
+        self.table = np.zeros((n_states, n_actions))
+        self.state_values = np.zeros(n_states)
+
+    def update(self, batch: Batch, br: Any) -> dict[str, float]:
+        """State values from ``batch``, then ``Q̂ = r_L + γ C V̂`` with the model at θ."""
+        S = self.table.shape[0]
+        ret = discounted_reverse_sum(batch.r_leader, self.gamma, batch.episode_end)
+        steps = discounted_reverse_sum(np.ones(len(ret)), 1.0, batch.episode_end)
+        ends_terminal = discounted_reverse_sum(
+            (batch.episode_end & batch.terminated).astype(np.float64), 1.0,
+            batch.episode_end) > 0
+        keep = ends_terminal | (steps >= self.horizon)
+        n_s = np.bincount(batch.obs[keep], minlength=S)
+        sums = np.bincount(batch.obs[keep], weights=ret[keep], minlength=S)
+        seen = n_s > 0
+        fill = sums.sum() / n_s.sum() if seen.any() else 0.0
+        self.state_values = np.where(seen, sums / np.maximum(n_s, 1), fill)
+        model = br.problem.tabular_model()
+        self.table = model.r_leader + self.gamma * model.continuation_values(self.state_values)
+        return {"critic_states_seen": float(seen.mean())}
 
 
 def stacked_sarsa_pass(tables: np.ndarray, batch: Batch, order: np.ndarray, alpha: np.ndarray,

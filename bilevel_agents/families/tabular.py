@@ -28,7 +28,7 @@ import numpy as np
 
 from bilevel_agents.critics.follower import TabularFollowerValue
 from bilevel_agents.critics.oracle import exact_critic
-from bilevel_agents.critics.tabular import MonteCarloCritic, SarsaCritic
+from bilevel_agents.critics.tabular import MonteCarloCritic, SarsaCritic, StateValueModelCritic
 from bilevel_agents.estimators.theorem1 import (
     SurrogateTerm,
     follower_advantage_grad_coefficients,
@@ -186,7 +186,9 @@ class TabularFamily(ConfigurableFamily):
 
     def make_critic(self, leader: Any, kind: Any, critic_kwargs: dict[str, Any]) -> Any:
         """``"td"``/``"sarsa"``: SARSA (its table drawn from the leader's generator);
-        ``"mc"``: Monte Carlo; ``"exact"``: the exact ``Q_L``."""
+        ``"mc"``: Monte Carlo; ``"model"``: Monte Carlo state values through the leader's model
+        (:class:`~bilevel_agents.critics.StateValueModelCritic`); ``"exact"``: the exact
+        ``Q_L``."""
         if kind is None or not isinstance(kind, str):
             return kind
         problem = self.problem
@@ -200,10 +202,12 @@ class TabularFamily(ConfigurableFamily):
                                rng=leader.rng, **critic_kwargs)
         if kind == "mc":
             return MonteCarloCritic(*shape, gamma=gamma, **critic_kwargs)
+        if kind == "model":
+            return StateValueModelCritic(*shape, gamma=gamma, **critic_kwargs)
         if kind == "exact":
             return exact_critic(self.br, **critic_kwargs)
-        raise ValueError(f"critic must be a Critic or one of ['exact', 'mc', 'sarsa', 'td'] "
-                         f"on {self.label}, got {kind!r}")
+        raise ValueError(f"critic must be a Critic or one of ['exact', 'mc', 'model', 'sarsa', "
+                         f"'td'] on {self.label}, got {kind!r}")
 
     def keys(self, batch: Batch) -> tuple[np.ndarray, int]:
         """``s·|B| + b`` keys and their number."""

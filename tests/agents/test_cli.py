@@ -133,7 +133,8 @@ def test_run_folders_have_no_brackets_or_spaces():
 
 @pytest.mark.parametrize("name, method", [("exact", "exact"), ("zero_order", "zero_order"),
                                           ("bchg", "bchg"), ("bchg_exact_critic", "bchg"),
-                                          ("hpgd", "hpgd"), ("hpgd_tax_code", "hpgd")])
+                                          ("hpgd", "hpgd"), ("hpgd_tax_code", "hpgd"),
+                                          ("bchg_model_critic", "bchg")])
 def test_tax_design_protocol_files_run(name, method, tmp_path):
     """``examples/tax_design/*.yaml`` (docs/results/hpgd.md) are valid configs of their method."""
     import json

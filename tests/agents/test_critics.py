@@ -68,3 +68,41 @@ def test_expected_sarsa_converges_to_exact_q_on_visited_states():
     q_exact, v_exact = leader_values(br.problem.tabular_model(), br.policy, 0.99)
     s0 = br.problem.start_state
     assert critic.v(np.array([s0]), br)[0] == pytest.approx(v_exact[s0], abs=0.1)
+
+
+def test_state_value_model_critic_is_the_one_step_model_backup_of_complete_segments():
+    """``Q̂ = r_L + γ C V̂`` exactly, ``V̂`` from segments that end by termination or have at
+    least ``horizon`` steps, and close to the exact ``V_L`` on well-visited states."""
+    import gymnasium as gym
+
+    from bilevel_agents import BCHG
+    from bilevel_agents.critics import StateValueModelCritic
+    from bilevel_agents.estimators.returns import discounted_reverse_sum
+    from bilevel_agents.exact import leader_values
+    from bilevel_envs.wrappers import BestResponse
+
+    br = BestResponse(gym.make("BiLevel/TaxDesignTabular-v0", n_grid=11, max_episode_steps=100),
+                      beta=0.2)
+    leader = BCHG(br, seed=0, batch_size=20000, n_envs=200, critic="model")
+    critic = leader.critic
+    assert isinstance(critic, StateValueModelCritic) and critic.horizon == 66  # 0.9^66 < 1e-3
+    batch = leader.family.collect(leader)
+    critic.update(batch, br)
+    model = br.problem.tabular_model()
+    np.testing.assert_allclose(critic.table, model.r_leader
+                               + 0.9 * model.continuation_values(critic.state_values))
+    ret = discounted_reverse_sum(batch.r_leader, 0.9, batch.episode_end)
+    early = batch.time <= 100 - 66  # no terminals here: a kept visit has >= 66 steps left
+    s0 = np.bincount(batch.obs[early]).argmax()
+    assert critic.state_values[s0] == pytest.approx(ret[early & (batch.obs == s0)].mean())
+    _, v_exact = leader_values(model, br.policy, 0.9)
+    counts = np.bincount(batch.obs[early], minlength=len(v_exact))
+    busy = counts > 500
+    assert busy.sum() >= 3  # within 5 % (Monte Carlo noise; a return cut 20 steps short is 12 % low)
+    np.testing.assert_allclose(critic.state_values[busy], v_exact[busy], rtol=0.05)
+    # no complete segment: the states take the fill value, 0
+    short = StateValueModelCritic(*critic.table.shape, gamma=0.9, horizon=1000)
+    assert short.update(batch, br)["critic_states_seen"] == 0.0
+    assert not np.any(short.state_values)
+    with pytest.raises(ValueError, match="horizon"):
+        StateValueModelCritic(4, 2, gamma=0.9, horizon=-1)

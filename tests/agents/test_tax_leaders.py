@@ -66,9 +66,11 @@ def test_partial_term_averages_to_the_exact_partial_derivative():
 
 
 @pytest.mark.slow
-def test_bchg_estimate_averages_to_the_exact_hypergradient():
+@pytest.mark.parametrize("critic", ["exact", "model"])
+def test_bchg_estimate_averages_to_the_exact_hypergradient(critic):
+    """With the exact critic, and with the state-value model critic learned from the batch."""
     br = tax_br()
-    leader = BCHG(br, seed=0, batch_size=4000, n_envs=40, critic="exact")
+    leader = BCHG(br, seed=0, batch_size=4000, n_envs=40, critic=critic)
     exact = hypergradient(br)
     est = np.array([leader.estimate_gradient() for _ in range(60)])
     mean, se = est.mean(0), est.std(0, ddof=1) / np.sqrt(len(est))
