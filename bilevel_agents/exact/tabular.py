@@ -56,7 +56,8 @@ def _cont_transpose(model: TabularModel, y: np.ndarray) -> np.ndarray:
 
 def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
                           policy: np.ndarray, beta: float, *, follower_v: np.ndarray | None = None,
-                          mu0: np.ndarray | None = None, model: Any = None) -> np.ndarray:
+                          mu0: np.ndarray | None = None, model: Any = None,
+                          response: bool = True) -> np.ndarray:
     """Exact hypergradient of a tabular configurable MDP (Theorem 1 in occupancy form).
 
     With ``d_L`` the leader's discounted occupancy under ``g`` from ``mu0`` (default: the
@@ -80,6 +81,8 @@ def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
         model: the model at θ if already built; with a
             :class:`~bilevel_envs.model.StackedTabularModel`, θ ``(N, d)`` and policies
             ``(N, S, B)`` give the N runs' hypergradients ``(N, d)`` (θ-independent dynamics).
+        response: include the follower-response term (default); ``False`` gives the partial
+            derivative alone, the follower held fixed (Theorem 1's first two terms).
     """
     model = problem.tabular_model(theta) if model is None else model
     gl, gf = problem.gamma_leader, problem.gamma_follower
@@ -90,7 +93,7 @@ def tabular_hypergradient(problem: TabularConfigurableEnv, theta: np.ndarray,
     d_l = model.solve_discounted(P_g, start, gl, transpose=True)  # Σ_t γ^t Pr(s_t = s)
     w = d_l[..., None] * policy
     # zᵀ(I − γ_F C Π_g) = yᵀ: with m = Cᵀz, z = y + γ_F g ⊙ m and (I − γ_F P_g)ᵀ m = Cᵀ y.
-    y = w * benefit / beta
+    y = w * benefit / beta if response else np.zeros_like(w)
     m = model.solve_discounted(P_g, _cont_transpose(model, y), gf, transpose=True)
     z = y + gf * policy * m[..., None]
     grad = problem.tabular_rewards_vjp(theta, z, w)

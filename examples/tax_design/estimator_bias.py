@@ -11,6 +11,7 @@ import numpy as np
 import bilevel_envs  # noqa: F401  (registers the ids)
 from bilevel_agents import BCHG, HPGD
 from bilevel_agents.exact import hypergradient
+from bilevel_agents.exact.tabular import tabular_hypergradient
 from bilevel_envs.wrappers import BestResponse
 
 #: the best known θ of docs/known_optima.md (Tax Design, β = 0.1)
@@ -28,6 +29,10 @@ if __name__ == "__main__":
         br = BestResponse(gym.make("BiLevel/TaxDesignTabular-v0"), beta=0.1)
         leader = cls(br, seed=0, theta0=THETA_BEST.copy(), contexts="per_episode", **kwargs)
         exact = hypergradient(br)
+        if cls is HPGD and "response_coordinates" in kwargs:  # its target for the income tax
+            partial = tabular_hypergradient(br.problem, br.config, br.policy, br.beta,
+                                            response=False)
+            print(f"exact partial derivative (follower held fixed): {np.round(partial, 4)}")
         est = np.array([leader.estimate_gradient() for _ in range(n)])
         mean, se = est.mean(axis=0), est.std(axis=0, ddof=1) / np.sqrt(n)
         values = kwargs.get("critic", "mc")  # HPGD's tabular default is Monte Carlo too

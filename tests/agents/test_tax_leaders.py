@@ -35,6 +35,17 @@ def exact_partial(br):
     return rewards, dynamics
 
 
+def test_exact_partial_derivative_is_the_hypergradient_without_the_response():
+    from bilevel_agents.exact.tabular import tabular_hypergradient
+
+    br = tax_br()
+    rewards, dynamics = exact_partial(br)
+    args = (br.problem, br.config, br.policy, br.beta)
+    np.testing.assert_allclose(tabular_hypergradient(*args, response=False), rewards + dynamics,
+                               rtol=1e-9, atol=1e-12)
+    assert not np.allclose(tabular_hypergradient(*args), rewards + dynamics, atol=1e-3)
+
+
 def test_td_partial_is_picked_on_theta_dependent_dynamics():
     br = tax_br()
     assert br.problem.config_dependent_dynamics
