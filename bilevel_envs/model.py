@@ -497,6 +497,15 @@ class EliminationPlan:
                 diag=np.array([slot[(k, k)] for k in pivots], dtype=np.int64)))
         self.n_terms = (sum(lv["left"].size for lv in self.levels)
                         + self.root_level["left"].size)
+        for lv in self.levels + [self.root_level] + self.back:
+            # the target of every term in the round-major layout: what ``ufunc.at`` reads
+            lv["target"] = (np.concatenate([np.arange(k) for k in lv["sizes"]])
+                            if lv["sizes"] else np.zeros(0, dtype=np.int64))
+        for lv in self.levels + [self.root_level]:
+            lv["target_slot"] = lv["slots"][lv["target"]]
+        for lv in self.levels:
+            lv["lower_slot"] = lv["slots"][lv["lower"]]
+            lv["pivot_slot"] = lv["slots"][lv["pivot"]]
 
     @staticmethod
     def _accumulate(v: np.ndarray, terms: np.ndarray, sizes: list[int]) -> None:
@@ -518,6 +527,8 @@ class EliminationPlan:
             ``(S, n)`` solutions.
         """
         n = cells.shape[1]
+        if n == 1:
+            return self._solve_one(cells[:, 0], gamma, rhs[:, 0], transpose)[:, None]
         F = np.zeros((self.n_slots, n))
         a = cells * -gamma
         a[self.cell_diag] += 1.0
@@ -544,6 +555,42 @@ class EliminationPlan:
             y = F[lv["y"]]
             if lv["sizes"]:
                 self._accumulate(y, F[lv["u"]] * x[lv["x"]], lv["sizes"])
+            x[lv["pivots"]] = y / F[lv["diag"]]
+        return x[self.inv]
+
+
+    def _solve_one(self, cells: np.ndarray, gamma: float, rhs: np.ndarray,
+                   transpose: bool) -> np.ndarray:
+        """:meth:`solve` for one system, on 1-D arrays: the same operations in the same order,
+        hence the same bits. Each level's term-by-term sums are one unbuffered
+        ``np.subtract.at`` over the round-major terms (it subtracts the terms of a target in
+        the order given), which replaces a Python loop over rounds by one call: one system
+        has no stack to share the cost of the calls."""
+        F = np.zeros(self.n_slots)
+        a = cells * -gamma
+        a[self.cell_diag] += 1.0
+        F[self.cell_slot_t if transpose else self.cell_slot] = a
+        F[self.unit_slots] = 1.0
+        F[self.rhs_slots] = rhs[self.perm]
+        subtract_in_order = np.subtract.at
+        # the terms of a level read entries of earlier levels only: subtract them in F itself
+        for lv in self.levels:
+            if lv["sizes"]:
+                subtract_in_order(F, lv["target_slot"], F[lv["left"]] * F[lv["right"]])
+            F[lv["lower_slot"]] /= F[lv["pivot_slot"]]
+        x = np.empty(self.n_states)
+        rl = self.root_level
+        if rl["m"]:
+            m = rl["m"]
+            if rl["sizes"]:
+                subtract_in_order(F, rl["target_slot"], F[rl["left"]] * F[rl["right"]])
+            v = F[rl["slots"][rl["unsort"]]]  # the root matrix row-major, then its rhs
+            x[self.root] = np.linalg.solve(v[:m * m].reshape(1, m, m),
+                                           v[m * m:].reshape(1, m, 1))[0, :, 0]
+        for lv in self.back:
+            y = F[lv["y"]]
+            if lv["sizes"]:
+                subtract_in_order(y, lv["target"], F[lv["u"]] * x[lv["x"]])
             x[lv["pivots"]] = y / F[lv["diag"]]
         return x[self.inv]
 
