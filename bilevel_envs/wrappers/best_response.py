@@ -378,7 +378,7 @@ def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
     n_runs, S = policy.shape[0], policy.shape[1]
     terminal = problem.tabular_model().terminal
     restarts = starts[:, n_envs:]
-    if steps <= limit and bool(np.all(restarts == restarts[:, :1])):
+    if bool(np.all(restarts == restarts[:, :1])):
         return _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, steps,
                                       n_envs, uniforms, starts, limit)
     tab = walk_tables(problem, policy)
@@ -437,9 +437,8 @@ def _stacked_walk_batch(s, b, s2, t, terminal, r_follower, r_leader, steps, n_en
 
 def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, steps, n_envs,
                            uniforms, starts, limit) -> Batch:
-    """The stacked walk when every restart of a run is in one state and no stream reaches the
-    time limit (``steps <= limit``): all streams step together, a handful of numpy calls per
-    step.
+    """The stacked walk when every restart of a run is in one state: all streams step
+    together, a handful of numpy calls per step.
 
     Per run and state, one row holds ``base``, ``mass`` and the cumulative probabilities of the
     state's outcomes but the last, then ``+inf``: the single walk's
@@ -489,20 +488,35 @@ def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, step
     rs = (starts[:, :n_envs].astype(np.int64) + run_s).ravel()
     s_rec = np.empty((steps, n), dtype=np.int64)
     j_rec = np.empty((steps, n), dtype=np.int64)
+    limited = steps > limit  # a stream can reach the time limit: track times in the loop
+    if limited:
+        terminal_rs = np.tile(terminal, n_runs)
+        restart_rs = np.repeat(restart + run_s[:, 0], n_envs)
+        t = np.zeros(n, dtype=np.int64)
+        t_rec = np.empty((steps, n), dtype=np.int64)
     for i in range(steps):
         s_rec[i] = rs
         row = rows.take(rs, axis=0)
         x = row[:, 0] + u[i] * row[:, 1]
         j = first.take(rs) + (row[:, 2:] >= x[:, None]).argmax(axis=1)
         j_rec[i] = j
+        if limited:  # as the single walk: a non-terminal state at time limit − 1 restarts
+            t_rec[i] = t
+            ended = terminal_rs.take(rs)
+            cut = (t >= limit - 1) & ~ended
+            t = np.where(ended | cut, 0, t + 1)
         rs = follow.take(j) + offset if shared else follow.take(j + offset)
+        if limited:
+            rs = np.where(cut, restart_rs, rs)
     s_loc = s_rec.T.reshape(n_runs, n_envs, steps) - run_s[:, :, None]
     j_loc = j_rec.T.reshape(n_runs, n_envs, steps)
-    # within-episode times: 0 at the stream's start and after each terminal state
-    reset = np.ones(s_loc.shape, dtype=bool)
-    reset[..., 1:] = terminal[s_loc[..., :-1]]
-    idx = np.broadcast_to(np.arange(steps), s_loc.shape)
-    t = idx - np.maximum.accumulate(np.where(reset, idx, 0), axis=-1)
+    if limited:
+        t = t_rec.T.reshape(n_runs, n_envs, steps)
+    else:  # within-episode times: 0 at the stream's start and after each terminal state
+        reset = np.ones(s_loc.shape, dtype=bool)
+        reset[..., 1:] = terminal[s_loc[..., :-1]]
+        idx = np.broadcast_to(np.arange(steps), s_loc.shape)
+        t = idx - np.maximum.accumulate(np.where(reset, idx, 0), axis=-1)
     return _stacked_walk_batch(s_loc, action[j_loc].astype(np.int64),
                                nxt[j_loc].astype(np.int64), t, terminal, r_follower, r_leader,
                                steps, n_envs, limit)

@@ -58,6 +58,18 @@ def test_batched_equals_single_runs_bit_for_bit(method, dynamics):
         assert np.array_equal(got["summary"]["final_theta"], leader.theta)
 
 
+@pytest.mark.parametrize("dynamics", sorted(DYNAMICS))
+def test_batched_equals_single_runs_with_batches_beyond_the_time_limit(dynamics):
+    """Batches of 400 transitions from one stream cross the 200-step time limit."""
+    specs = [RunSpec(env=ENV, leader="bchg", beta=0.005, seed=seed, iterations=8,
+                     leader_kwargs={"batch_size": 400, **kw}, env_kwargs=DYNAMICS[dynamics],
+                     out="unused") for kw, seed in zip(METHODS["bchg"], SEEDS)]
+    out = train_batched([BatchedRun(lambda s=s: build_leader(s), 8) for s in specs],
+                        progress=False, keep_history=True)
+    for spec, got in zip(specs, out):
+        assert got["history"] == _single(spec)[1]
+
+
 def test_run_folders_resume_across_the_two_paths(tmp_path):
     """Interrupted batched runs resume with the single runner and vice versa; the folders end
     as an uninterrupted single run's (log, summary, checkpoint)."""
