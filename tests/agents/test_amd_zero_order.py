@@ -145,3 +145,24 @@ def test_zero_order_needs_an_exact_objective_and_validates():
         j1 = leader_objective(br)
     np.testing.assert_allclose(grad, (j1 - leader_objective(br)) * z / 0.5, rtol=1e-12)
     assert "context" not in leader.last_metrics
+
+
+def test_hpgd_zero_order_pipeline_in_float64_is_the_exact_objective():
+    """The HPGD pipeline of examples/contextual_four_rooms/zero_order_precision.py (truncated
+    solver, 500 evaluation backups) in float64 reads the exact J_ξ to 1e-8 at a random θ,
+    and in float32 to float32's error."""
+    import importlib.util
+    from pathlib import Path
+
+    path = (Path(__file__).resolve().parents[2] / "examples" / "contextual_four_rooms"
+            / "zero_order_precision.py")
+    spec = importlib.util.spec_from_file_location("zero_order_precision", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    br = contextual_br(beta=0.003, lam=1.0)
+    theta = np.random.default_rng(2).normal(0.0, 0.5, size=105)
+    br.set_config(theta)
+    for k in range(2):
+        exact = context_value(br, k)
+        assert abs(example.hpgd_value(br.problem, theta, k, 0.003, np.float64) - exact) < 1e-8
+        assert abs(example.hpgd_value(br.problem, theta, k, 0.003, np.float32) - exact) < 2e-5
