@@ -27,8 +27,10 @@ What is batched (one array operation for all N runs per piece of an outer iterat
   :func:`~bilevel_agents.exact.tabular.tabular_hypergradient` on the stacked model.
 
 Only one thing loops over runs: drawing from each run's own generator, in the single run's
-order (rollout uniforms, oracle starts and uniforms, the SARSA pass order), and writing each
-run's log and checkpoint.
+order (the context of the iteration with ``contexts="per_iteration"``, rollout uniforms, oracle
+starts and uniforms, the SARSA pass order), and writing each run's log and checkpoint. On a
+contextual problem the runs of a batch may be in different contexts: each run's streams start
+and restart in its own context's start state.
 
 **Equality.** Run ``r`` of a batch has the history of the single run of the same spec and seed
 (:func:`bilevel_agents.trainer.train`), *bit for bit*: θ trajectory, every logged metric and the
@@ -48,7 +50,8 @@ run; an interrupted batch resumes each run from its own checkpoint, finished run
 **What falls back** (:func:`unsupported_reason` says why): methods other than BC-HG, NAIVE-PGD,
 HPGD (MC / SA / oracle "first" with Benefit factor), SoBiRL and exact ascent; followers other
 than the exact warm-started Newton solver; problems without stacked ``reward_tables`` (every
-problem but Four-Rooms today), contextual or θ-dependent dynamics; Adam, per-group clipping,
+problem but Four-Rooms and contextual Four-Rooms today) or with θ-dependent dynamics; HPGD's
+oracle batch on contextual problems; Adam, per-group clipping,
 step-size decay, the TD partial derivative, refinement batches, expected SARSA, HPGD's
 ``oracle_starts="every"`` or non-Benefit factors. :func:`bilevel_agents.experiments.sweep.run_sweep`
 runs those in processes and prints which and why.
@@ -56,13 +59,12 @@ runs those in processes and prints which and why.
 **Cost** (``python -m bilevel_agents.benchmarks.bench_batched``; numbers and commands in
 docs/results/performance.md): on the 104-state Four-Rooms the per-run Python overhead is gone
 (one batch step costs a fixed few milliseconds of numpy calls shared by all its runs); what
-remains is arithmetic, dominated by the dense linear algebra kept for bit-for-bit equality:
-per run-iteration three ``P_g`` assemblies and three 104×104 LAPACK ``gesv`` (the exact
-evaluation and ~2 Newton steps), then the vectorised walk. At ~1,000 states the ``gesv``
-dominate entirely (as in a single run); at ~10,000 states the model is sparse and each run's
-systems are solved by SuperLU one run after the other (the factorisations dominate, the loop
-costs nothing). With one run the engine is slower than the single-run loop (its fixed
-per-step numpy cost is not shared): it is for batches.
+remains is arithmetic: the sparse elimination solves of the exact evaluation and ~2 Newton
+steps, the vectorised walk (which dominates for batches of 400 and more transitions) and the
+estimator's bincounts. At ~1,000 states the elimination solves dominate; at ~10,000 states the
+model is sparse and each run's systems are solved by SuperLU one run after the other (the
+factorisations dominate, the loop costs nothing). With one run the engine is slower than the
+single-run loop (its fixed per-step numpy cost is not shared): it is for batches.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ from bilevel_agents.estimators.theorem1 import (
 )
 from bilevel_agents.exact.tabular import leader_state_values, tabular_hypergradient
 from bilevel_agents.families import TabularFamily
+from bilevel_agents.families.tabular import draw_context, in_context, is_contextual
 from bilevel_agents.leaders.sobirl import sobirl_coefficients
 from bilevel_agents.runs import RunFolder, summarize
 from bilevel_agents.trainer import run_config
@@ -162,10 +165,9 @@ def unsupported_reason(leader: Any) -> str | None:
     if type(fol) is not TabularSoftFollower or fol.max_iterations is not None \
             or fol.solver != "newton" or not fol.warm_start:
         return "the follower is not the exact warm-started Newton solver"
-    if not hasattr(problem, "reward_tables") or getattr(problem, "n_contexts", 1) != 1 \
-            or problem.config_dependent_dynamics:
-        return (f"{type(problem).__name__} has no stacked reward tables for one context with "
-                "θ-independent dynamics")
+    if not hasattr(problem, "reward_tables") or problem.config_dependent_dynamics:
+        return (f"{type(problem).__name__} has no stacked reward tables with θ-independent "
+                "dynamics")
     opt = leader.step_options
     if (opt.optimizer != "sgd" or opt.clip_groups is not None or opt.lr_final is not None
             or opt.geometry != "euclidean"):
@@ -189,6 +191,8 @@ def unsupported_reason(leader: Any) -> str | None:
                 return "HPGD is batched with the Benefit factor and 'first' oracle starts only"
             if leader.score_clip is not None or leader.response_coordinates is not None:
                 return "HPGD's tax-code options (score_clip, response_coordinates) are not batched"
+        if is_contextual(problem) and getattr(leader, "oracle_batch_size", None) is not None:
+            return "HPGD's oracle batch is not batched on contextual problems"
         wide = fam.n_envs > WALK_MAX_ENVS or (
             getattr(leader, "oracle_batch_size", None) is not None
             and leader.oracle_n_envs > WALK_MAX_ENVS)
@@ -303,6 +307,8 @@ class _Engine:
             self.oracle = getattr(first, "oracle_batch_size", None)
             self.oracle_envs = getattr(first, "oracle_n_envs", None)
             self.unvisited = getattr(first, "unvisited", "drop")
+            #: one context per outer iteration from each run's generator (HPGD's protocol)
+            self.per_iteration = fam.contexts == "per_iteration"
             self.fresh = problem.sample_initial_states(
                 max(self.n_envs, self.oracle_envs or 1), np.random.default_rng(0))
         self._tables()
@@ -434,10 +440,13 @@ class _Engine:
         n_runs, S, B = len(self.runs), self.S, self.B
         gl, gf = self.problem.gamma_leader, self.problem.gamma_follower
         n, envs = self.batch_size, self.n_envs
-        on, oracle, orders = [], [], []
+        on, oracle, orders, contexts = [], [], [], []
         for run in self.runs:  # each run's generator, in the single run's order
             rng = run.rng
-            on.append(self._draw(rng, n, envs, None))
+            context = draw_context(self.problem, rng) if self.per_iteration else None
+            with in_context(self.problem, context):  # the starts of the drawn context
+                on.append(self._draw(rng, n, envs, None))
+            contexts.append(context)
             if self.oracle is not None:
                 starts = rng.integers(0, S, size=self.oracle_envs)
                 oracle.append(self._draw(rng, self.oracle, self.oracle_envs, starts))
@@ -450,6 +459,8 @@ class _Engine:
         finished = np.bincount(run_of, weights=batch.terminated | batch.truncated,
                                minlength=n_runs)
         metrics["episodes"] = finished
+        if self.per_iteration:
+            metrics["context"] = np.array(contexts, dtype=np.float64)
         if stats is not batch:
             m = len(stats) // n_runs
             metrics["oracle_episodes"] = np.bincount(np.repeat(np.arange(n_runs), m),

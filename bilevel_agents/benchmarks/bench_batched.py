@@ -17,6 +17,9 @@ Usage (``python -m bilevel_agents.benchmarks.bench_batched [OPTIONS]``)::
 3. **Problem size**: per run-iteration time of the batched engine at Four-Rooms ``size`` 13,
    37 and 103 (104, ~1,200 and ~10,000 states), exact evaluation on, with the functions that
    dominate (cProfile, own time).
+4. **HPGD's contextual Four-Rooms** (β = 0.003, λ = 3): BC-HG's and HPGD's full Table-1 grids
+   × ``--seeds`` in one batch each (the slope between two iteration counts, one core), against
+   the single-run loop of one grid point.
 """
 
 from __future__ import annotations
@@ -119,6 +122,26 @@ def main(argv: list[str] | None = None) -> int:
             per = (sw.seconds - sw0.seconds) / (runs * its)
             report.time(f"size {size} ({states} states), {runs} runs: per run-iteration",
                         per, _categories(pstats.Stats(prof)))
+        report.section("HPGD's contextual Four-Rooms, β=0.003, λ=3: full grid × seeds, 1 core")
+        from bilevel_agents.experiments.reproduce_hpgd import hpgd_table1_specs
+
+        for method, (lo_c, hi_c) in (("bchg", (5, 20) if args.quick else (20, 60)),
+                                     ("hpgd", (2, 6) if args.quick else (5, 15))):
+            wall = {}
+            for its in (lo_c, hi_c):
+                with tempfile.TemporaryDirectory() as out, Stopwatch() as sw:
+                    cell = hpgd_table1_specs(out=out, cells=[(0.003, 3)], methods=[method],
+                                             seeds=range(args.seeds), iterations=its)
+                    run_sweep(cell, workers=1, progress=False, engine="auto")
+                wall[its] = sw.seconds
+            slope = (wall[hi_c] - wall[lo_c]) / (len(cell) * (hi_c - lo_c))
+            one = cell[0]
+            with Stopwatch() as sw:
+                train(build_leader(one), hi_c, progress=False)
+            report.time(f"{method}: batched ({len(cell)} runs), per run-iteration", slope)
+            report.time(f"{method}: single-run loop, per iteration", sw.seconds / hi_c,
+                        "(includes building the leader)")
+            report.ratio(f"{method}: single / batched", sw.seconds / hi_c, slope)
     return report.finish()
 
 

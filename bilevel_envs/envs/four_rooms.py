@@ -392,14 +392,19 @@ class FourRoomsEnv(ContextualMixin, TabularConfigurableEnv):
     def _stacked_rewards_vjp(self, theta, c_follower, c_leader) -> np.ndarray:
         """:meth:`tabular_rewards_vjp` of N runs: θ ``(N, d)``, tables ``(N, S, 4)``; row n is
         bit for bit the single-θ result (the same reductions, ``p·e`` by one ``dot`` per run)."""
-        if self.n_contexts != 1:
-            raise NotImplementedError("stacked θ: one context only")
         p = self._incentive_probs(theta)
         e = np.zeros_like(p)
-        e[:, : self.n_cells] = -self.incentive_budget * c_follower.sum(axis=-1)
-        e[:, self.goal_state] = 0.0
+        n_runs, n = theta.shape[0], self.n_cells
+        if self.n_contexts == 1:
+            e[:, :n] = -self.incentive_budget * c_follower.sum(axis=-1)
+            e[:, self.goal_state] = 0.0
+        else:  # one bincount over (run, cell) keys: each run's sums in the single order
+            per_state = np.where(self._is_goal, 0.0, c_follower.sum(axis=-1))
+            keys = (np.arange(n_runs)[:, None] * n + self._state_cell).ravel()
+            e[:, :n] = -self.incentive_budget * np.bincount(
+                keys, weights=per_state.ravel(), minlength=n_runs * n).reshape(n_runs, n)
         e[:, -1] = self.penalty_weight * self.incentive_budget \
-            * c_leader[:, self.goal_states].sum(axis=(-2, -1))
+            * c_leader[:, self.goal_states].reshape(n_runs, -1).sum(axis=-1)
         pe = np.matmul(p[:, None, :], e[:, :, None])[:, :, 0]
         return p * (e - pe)
 

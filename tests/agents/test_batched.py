@@ -70,6 +70,40 @@ def test_batched_equals_single_runs_with_batches_beyond_the_time_limit(dynamics)
         assert got["history"] == _single(spec)[1]
 
 
+@pytest.mark.parametrize("contexts", ["per_iteration", "per_episode"])
+@pytest.mark.parametrize("method, kws", [
+    ("bchg", [{"batch_size": 100, "lr": 0.5, "sarsa_alpha": 0.3},
+              {"batch_size": 100, "lr": 0.05, "sarsa_alpha": 0.9}]),
+    # HPGD's Table-1 layout (5 streams, beyond the time limit), a smaller batch
+    ("hpgd", [{"batch_size": 1500, "n_envs": 5, "lr": 0.1},
+              {"batch_size": 1500, "n_envs": 5, "lr": 0.5}]),
+])
+def test_batched_equals_single_runs_on_the_contextual_task(method, kws, contexts):
+    """HPGD's contextual Four-Rooms: one context per iteration from each run's generator (or
+    the mixture per episode), the runs of a batch in different contexts."""
+    specs = [RunSpec(env="BiLevel/ContextualFourRooms-v0", leader=method, beta=0.003, seed=seed,
+                     iterations=10, leader_kwargs={**kw, "contexts": contexts},
+                     env_kwargs={"penalty_weight": 3.0}, out="unused")
+             for kw, seed in zip(kws, SEEDS)]
+    leaders = [build_leader(s) for s in specs]
+    assert all(unsupported_reason(ld) is None for ld in leaders)
+    out = train_batched([BatchedRun(lambda s=s: build_leader(s), 10) for s in specs],
+                        progress=False, keep_history=True)
+    for spec, got in zip(specs, out):
+        history = _single(spec)[1]
+        assert [list(r) for r in got["history"]] == [list(r) for r in history]
+        assert got["history"] == history
+    if contexts == "per_iteration":  # the runs' contexts differ within the batch
+        drawn = np.array([[r["context"] for r in o["history"]] for o in out])
+        assert (drawn[0] != drawn[1]).any()
+
+
+def test_hpgd_oracle_batches_on_the_contextual_task_fall_back():
+    spec = RunSpec(env="BiLevel/ContextualFourRooms-v0", leader="hpgd_oracle", beta=0.003,
+                   seed=0, iterations=1, leader_kwargs={"batch_size": 100}, out="unused")
+    assert "oracle" in unsupported_reason(build_leader(spec))
+
+
 def test_run_folders_resume_across_the_two_paths(tmp_path):
     """Interrupted batched runs resume with the single runner and vice versa; the folders end
     as an uninterrupted single run's (log, summary, checkpoint)."""
