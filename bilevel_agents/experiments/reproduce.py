@@ -41,7 +41,7 @@ from bilevel_agents.experiments.sweep import RunSpec, grid, run_sweep
 from bilevel_agents.leaders.hpgd import ORACLE_STARTS, UNVISITED
 
 __all__ = ["AUTHORS", "BEST_POINTS", "REFERENCE", "four_rooms_report", "four_rooms_specs",
-           "main"]
+           "main", "stream_layout"]
 
 ENV = "BiLevel/FourRooms-v0"
 LRS = (0.5, 0.1, 0.05, 0.01)
@@ -51,6 +51,14 @@ LABELS = {"bchg": "BC-HG", "hpgd_mc": "HPGD (MC)", "hpgd_sa": "HPGD (SA)",
           "hpgd_oracle": "HPGD (oracle)", "sobirl": "SoBiRL", "naive_pgd": "NAIVE-PGD",
           "exact": "exact ascent"}
 _SARSA = {"bchg", "hpgd_sa"}
+
+
+def stream_layout(batch: int) -> int:
+    """The authors' streams of a batch (``n_envs``; reference/official_code_facts.md §3.2):
+    one stream up to 200 transitions, else ``batch / 200`` streams of 200 steps (400 = 2 × 200,
+    1000 = 5 × 200), each starting at S; other sizes one stream."""
+    batch = int(batch)
+    return batch // 200 if batch > 200 and batch % 200 == 0 else 1
 
 #: (β, model slip) → (J at the start θ, best known J) (``references.FOUR_ROOMS``)
 REFERENCE = FOUR_ROOMS
@@ -143,7 +151,10 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                         continue
                     run_seeds = seeds[:exact_seeds] if method == "exact" else seeds
                     for point in _points(method, beta, full_grid):
-                        kw = point if method == "exact" else {"batch_size": batch, **point}
+                        layout = stream_layout(batch)
+                        kw = point if method == "exact" else {
+                            "batch_size": batch, **({"n_envs": layout} if layout > 1 else {}),
+                            **point}
                         if method == "hpgd_oracle":
                             kw = {**kw, **oracle_kw}
                         specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)
@@ -159,8 +170,11 @@ _VARIANT_DEFAULTS = {"unvisited": UNVISITED[0], "oracle_starts": ORACLE_STARTS[0
 
 
 def _variant(config: dict[str, Any]) -> str:
-    """``"unvisited=zero"``, ``"refine_after=9000"``, ... or ``""`` for the published method."""
-    return ", ".join(f"{k}={config[k]}" for k, default in _VARIANT_DEFAULTS.items()
+    """``"unvisited=zero"``, ``"refine_after=9000"``, ... or ``""`` for the published method
+    (whose streams are the authors' layout of its batch, :func:`stream_layout`)."""
+    defaults = {**_VARIANT_DEFAULTS,
+                "n_envs": stream_layout(config.get("batch_size", 100) or 100)}
+    return ", ".join(f"{k}={config[k]}" for k, default in defaults.items()
                      if k in config and config[k] != default)
 
 

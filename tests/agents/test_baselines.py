@@ -429,7 +429,21 @@ def test_report_keeps_estimator_variants_apart():
     assert _variant({"unvisited": "zero", "oracle_starts": "every"}) == \
         "unvisited=zero, oracle_starts=every"
     assert _variant({"refine_after": 9000, "sarsa_alpha": 0.3}) == "refine_after=9000"
-    assert _variant({"n_envs": 2, "batch_size": 400}) == "n_envs=2"
+    # the authors' stream layout of a batch is the published method; another layout is not
+    assert _variant({"n_envs": 2, "batch_size": 400}) == ""
+    assert _variant({"n_envs": 1, "batch_size": 400}) == "n_envs=1"
+    assert _variant({"n_envs": 2, "batch_size": 100}) == "n_envs=2"
+
+
+def test_reproduce_uses_the_authors_stream_layout():
+    """Batches of 400 and 1000 are 2 and 5 streams of 200 steps, as in the authors' code."""
+    from bilevel_agents.experiments.reproduce import four_rooms_specs, stream_layout
+
+    specs = four_rooms_specs(out="x", betas=[0.005], batches=[100, 200, 400, 1000], slips=[0.44],
+                             seeds=1, iterations=10, full_grid=False, methods=["bchg"])
+    layout = {s.leader_kwargs["batch_size"]: s.leader_kwargs.get("n_envs", 1) for s in specs}
+    assert layout == {100: 1, 200: 1, 400: 2, 1000: 5}
+    assert [stream_layout(b) for b in (50, 300, 600, 2000)] == [1, 1, 3, 10]
 
 
 def test_reproduce_seeds_mean_what_they_mean_in_train():
