@@ -529,12 +529,7 @@ class EliminationPlan:
         n = cells.shape[1]
         if n == 1:
             return self._solve_one(cells[:, 0], gamma, rhs[:, 0], transpose)[:, None]
-        F = np.zeros((self.n_slots, n))
-        a = cells * -gamma
-        a[self.cell_diag] += 1.0
-        F[self.cell_slot_t if transpose else self.cell_slot] = a
-        F[self.unit_slots] = 1.0
-        F[self.rhs_slots] = rhs[self.perm]
+        F = self._entries(cells, gamma, rhs, transpose)
         for lv in self.levels:
             v = F[lv["slots"]]
             if lv["sizes"]:
@@ -558,6 +553,18 @@ class EliminationPlan:
             x[lv["pivots"]] = y / F[lv["diag"]]
         return x[self.inv]
 
+    def _entries(self, cells: np.ndarray, gamma: float, rhs: np.ndarray,
+                 transpose: bool) -> np.ndarray:
+        """The factorisation's slots before elimination: ``I − γ P`` (or its transpose) on the
+        pattern, 1 on states without a cell, the permuted right-hand side (systems on the last
+        axis, or one system as 1-D arrays)."""
+        F = np.zeros((self.n_slots,) + cells.shape[1:])
+        a = cells * -gamma
+        a[self.cell_diag] += 1.0
+        F[self.cell_slot_t if transpose else self.cell_slot] = a
+        F[self.unit_slots] = 1.0
+        F[self.rhs_slots] = rhs[self.perm]
+        return F
 
     def _solve_one(self, cells: np.ndarray, gamma: float, rhs: np.ndarray,
                    transpose: bool) -> np.ndarray:
@@ -566,12 +573,7 @@ class EliminationPlan:
         ``np.subtract.at`` over the round-major terms (it subtracts the terms of a target in
         the order given), which replaces a Python loop over rounds by one call: one system
         has no stack to share the cost of the calls."""
-        F = np.zeros(self.n_slots)
-        a = cells * -gamma
-        a[self.cell_diag] += 1.0
-        F[self.cell_slot_t if transpose else self.cell_slot] = a
-        F[self.unit_slots] = 1.0
-        F[self.rhs_slots] = rhs[self.perm]
+        F = self._entries(cells, gamma, rhs, transpose)
         subtract_in_order = np.subtract.at
         # the terms of a level read entries of earlier levels only: subtract them in F itself
         for lv in self.levels:

@@ -144,6 +144,8 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
             env_kwargs = {**env_kwargs, "simulator_slip_prob": float(simulator_slip_prob)}
         for beta in betas:
             for batch in batches:
+                streams = stream_layout(batch)  # the authors' layout: n_envs only when > 1
+                layout = {"batch_size": batch, **({"n_envs": streams} if streams > 1 else {})}
                 common = dict(env=ENV, beta=beta, iterations=iterations, env_kwargs=env_kwargs,
                               out=str(cell_dir(out, beta, slip, batch, simulator_slip_prob)))
                 for method in methods:
@@ -151,10 +153,7 @@ def four_rooms_specs(*, out: str | Path, betas: Sequence[float], batches: Sequen
                         continue
                     run_seeds = seeds[:exact_seeds] if method == "exact" else seeds
                     for point in _points(method, beta, full_grid):
-                        layout = stream_layout(batch)
-                        kw = point if method == "exact" else {
-                            "batch_size": batch, **({"n_envs": layout} if layout > 1 else {}),
-                            **point}
+                        kw = point if method == "exact" else {**layout, **point}
                         if method == "hpgd_oracle":
                             kw = {**kw, **oracle_kw}
                         specs += [RunSpec(leader=method, seed=s, leader_kwargs=kw, **common)

@@ -388,12 +388,11 @@ def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
     lo_s, hi_s, action, nxt = tab["lo"], tab["hi"], tab["action"], tab["next"]
     width = int((hi_s - lo_s).max())
     window = np.arange(max(width, 1))
-    together = bool(np.all(restarts == restarts[:, :1]))
+    # restarts differ within a run: each stream in turn, restarts consumed in the single order
     out = np.zeros((4, n_runs, n_envs, steps), dtype=np.int64)  # s, b, s', t
-    groups = [np.arange(n_envs)] if together else [np.array([e]) for e in range(n_envs)]
     n_used = np.full(n_runs, n_envs)
     runs = np.arange(n_runs)
-    for envs in groups:
+    for envs in (np.array([e]) for e in range(n_envs)):
         shape = (n_runs, envs.size)
         r = np.repeat(runs, envs.size)
         s = starts[:, envs].ravel().astype(np.int64)
@@ -412,11 +411,8 @@ def stacked_tabular_walk(problem, policy: np.ndarray, r_follower: np.ndarray,
             for row, val in zip(out, (s, action[j], nxt[j], t)):
                 row[:, envs, i] = val.reshape(shape)
             done = terminal[s] | (t + 1 >= limit)
-            if together:
-                fresh = np.repeat(restarts[:, 0], envs.size)
-            else:
-                fresh = starts[runs, np.minimum(n_used, starts.shape[1] - 1)]
-                n_used += done
+            fresh = starts[runs, np.minimum(n_used, starts.shape[1] - 1)]
+            n_used += done
             s = np.where(done, fresh, nxt[j])
             t = np.where(done, 0, t + 1)
     return _stacked_walk_batch(out[0], out[1], out[2], out[3], terminal, r_follower, r_leader,

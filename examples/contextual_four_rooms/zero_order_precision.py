@@ -58,8 +58,12 @@ def hpgd_value(problem, theta: np.ndarray, context: int, beta: float, dtype) -> 
     return float(v[start])
 
 
+def contextual_best_response(beta: float, lam: float) -> BestResponse:
+    return BestResponse(gym.make("BiLevel/ContextualFourRooms-v0", penalty_weight=lam), beta=beta)
+
+
 def sign_agreement(beta: float, lam: float, warmup: int, draws: int) -> None:
-    br = BestResponse(gym.make("BiLevel/ContextualFourRooms-v0", penalty_weight=lam), beta=beta)
+    br = contextual_best_response(beta, lam)
     leader = ZeroOrder(br, c=0.5, lr=0.5, seed=0)
     train(leader, warmup, progress=False)
     theta, problem = leader.theta.copy(), br.problem
@@ -96,9 +100,8 @@ def train_rounded(beta: float, lam: float, seeds: int) -> None:
     scores = []
     try:
         for seed in range(seeds):
-            br = BestResponse(gym.make("BiLevel/ContextualFourRooms-v0", penalty_weight=lam),
-                              beta=beta)
-            history = train(ZeroOrder(br, c=0.5, lr=0.5, seed=seed), 10_000, progress=False)
+            history = train(ZeroOrder(contextual_best_response(beta, lam), c=0.5, lr=0.5,
+                                      seed=seed), 10_000, progress=False)
             scores.append(float(np.mean([row["objective"] for row in history[-1000:]])))
             print(f"seed {seed}: last-1000 mean exact J {scores[-1]:.4f}", flush=True)
     finally:
