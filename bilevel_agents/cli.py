@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "amd, zero_order")
     t.add_argument("--follower", default="exact",
                    help="exact, kstep:K[:carry|reset], soft-q-learning[:k=v,...], "
-                        "sb3:ALGO[:k=v,...]")
+                        "soft-dqn[:k=v,...], sb3:ALGO[:k=v,...]")
     t.add_argument("--beta", type=number(float, low=0.0, low_open=True),
                    help="the follower's entropy temperature (default: the problem's "
                         "documented one: Four-Rooms 0.001, building 0.1, toy game 0.05, ...)")

@@ -506,6 +506,8 @@ class TaxDesignTabularEnv(_TaxEconomy, TabularConfigurableEnv):
         self.terminal = np.zeros(self.n_states, dtype=bool)
         self.observation_space = gym.spaces.Discrete(self.n_states)
         self.action_space = gym.spaces.Discrete(N_JOINT_ACTIONS)
+        #: the joint action's factors (hours, three goods; index order of encode_actions)
+        self.action_factors = tuple(int(n) for n in ACTION_NVEC)
         self.set_config(self.default_config() if config is None else config)
 
     def __getstate__(self) -> dict:

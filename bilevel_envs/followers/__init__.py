@@ -7,10 +7,11 @@
 * Sub-optimal k-step followers (the authors' journal extension): :class:`KStepSoftFollower`,
   :class:`KStepSoftQIterationFollower`, :class:`KStepMaxEntLQRFollower`.
 * Learning followers: :class:`SoftQLearning` (tabular soft Q-learning),
-  :class:`GameSoftQLearning` (its form for the follower of a tabular game) and
+  :class:`GameSoftQLearning` (its form for the follower of a tabular game), :class:`SoftDQN`
+  (HPGD's factorised soft DQN, also for continuous states) and
   :class:`SB3Follower` (any Stable-Baselines3 model, :func:`make_sb3_follower`).
 * :func:`make_follower` builds any of them from a CLI spec (``exact``, ``kstep:K[:carry|reset]``,
-  ``soft-q-learning[:k=v,...]``, ``sb3:ALGO[:k=v,...]``).
+  ``soft-q-learning[:k=v,...]``, ``soft-dqn[:k=v,...]``, ``sb3:ALGO[:k=v,...]``).
 * :func:`soft_policy_evaluation` / :func:`follower_optimality_gap` (and the game versions) give
   the exact soft value and sub-optimality of any follower policy.
 
@@ -35,6 +36,7 @@ from bilevel_envs.followers.soft_q_iteration import (
     game_follower_optimality_gap,
     game_soft_policy_evaluation,
 )
+from bilevel_envs.followers.soft_dqn import SoftDQN
 from bilevel_envs.followers.soft_q_learning import SoftQLearning
 from bilevel_envs.followers.soft_value_iteration import (
     FollowerGap,
@@ -52,7 +54,8 @@ __all__ = [
     "Follower", "FollowerEnv", "FollowerGap", "FollowerSpec", "GameFollowerGap",
     "GameSoftQLearning",
     "KStepMaxEntLQRFollower", "KStepSoftFollower", "KStepSoftQIterationFollower",
-    "NotPublishedError", "SB3Follower", "SoftQLearning", "SoftVIResult", "TabularSoftFollower",
+    "NotPublishedError", "SB3Follower", "SoftDQN", "SoftQLearning", "SoftVIResult",
+    "TabularSoftFollower",
     "follower_optimality_gap", "game_follower_optimality_gap", "game_soft_policy_evaluation",
     "make_follower", "make_sb3_follower", "parse_follower_spec", "published",
     "require_published", "soft_policy_evaluation", "soft_policy_iteration", "soft_value",

@@ -66,7 +66,7 @@ from gymnasium.utils import seeding
 
 from bilevel_envs.utils import check_beta
 
-__all__ = ["SB3_ALGORITHMS", "FollowerEnv", "PrivateGlobalRNG", "SB3Follower",
+__all__ = ["SB3_ALGORITHMS", "FollowerEnv", "PrivateGlobalRNG", "SB3Follower", "TorchThreads",
            "make_sb3_follower"]
 
 #: the SB3 algorithms a follower spec may name, and the action spaces they support
@@ -234,7 +234,7 @@ class PrivateGlobalRNG:
         self._states = (py, copy.deepcopy(state["numpy"]), np.array(state["torch"], np.uint8))
 
 
-class _torch_threads:
+class TorchThreads:
     """Temporarily set torch's intra-op thread count (``None``: no change)."""
 
     def __init__(self, n: int | None):
@@ -368,7 +368,7 @@ class SB3Follower:
                              "FollowerEnv(problem) (make_sb3_follower does)")
         vec.env_method("set_config", problem.config)
         n = self.steps_per_leader_update + (self.warmup_steps if self.n_solves == 0 else 0)
-        with _torch_threads(self.torch_threads):
+        with TorchThreads(self.torch_threads):
             if n > 0:
                 with self._rng_ctx:
                     self.model.learn(total_timesteps=n, reset_num_timesteps=False,
@@ -389,7 +389,7 @@ class SB3Follower:
             states = np.asarray(obs, dtype=np.int64).reshape(-1)
             u = rng.random(len(states))
             return (u[:, None] >= self._cum[states]).sum(axis=1).astype(np.int64)
-        with _torch_threads(self.torch_threads):
+        with TorchThreads(self.torch_threads):
             return self._act_network(np.asarray(obs), rng)
 
     def _act_network(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

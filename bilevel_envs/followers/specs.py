@@ -5,23 +5,25 @@ Forms (``key=value`` lists are separated by ``,`` or ``:``)::
     exact[:key=value,...]                  the problem's exact solver (problem.make_follower)
     kstep:K[:carry|reset][:key=value,...]  k-step sub-optimal follower (default mode: carry)
     soft-q-learning[:key=value,...]        tabular soft Q-learning (SoftQLearning)
+    soft-dqn[:key=value,...]               HPGD's factorised soft DQN (SoftDQN)
     sb3:ALGO[:key=value,...]               a Stable-Baselines3 model (SB3Follower)
 
 Examples: ``exact``, ``exact:bootstrap=official`` (toy game), ``kstep:5``, ``kstep:10:reset``,
 ``kstep:5:reset:form=official``, ``soft-q-learning:steps=5000,lr_min=0.01``,
-``soft-q-learning:publish=false`` (black box), ``sb3:DQN:learning_starts=0``,
+``soft-q-learning:publish=false`` (black box), ``soft-dqn:steps=1000,lr=0.001``,
+``sb3:DQN:learning_starts=0``,
 ``sb3:PPO:n_steps=128,batch_size=64,steps=128``, ``sb3:SAC:ent_coef=0.1``.
 
 Values are parsed as ``true``/``false`` (bool), ``none`` (None), integers, floats, else strings.
 Which kinds apply depends on the problem (:data:`ALLOWED_KINDS`):
 
-| problem | exact | kstep | soft-q-learning | sb3 |
-|---|---|---|---|---|
-| tabular configurable MDP (Four-Rooms) | ✓ | ✓ (:class:`KStepSoftFollower`) | ✓ | PPO, A2C, DQN |
-| linear-Gaussian MDP (building) | ✓ | ✓ (:class:`KStepMaxEntLQRFollower`) | – | SAC, PPO, … |
-| tabular game (toy) | ✓ | ✓ (:class:`KStepSoftQIterationFollower`) | ✓ (:class:`GameSoftQLearning`) | – |
-| LQR game | ✓ | – | – | – |
-| any other configurable MDP (e.g. TaxDesign-v0) | if it has one | – | – | by action space |
+| problem | exact | kstep | soft-q-learning | soft-dqn | sb3 |
+|---|---|---|---|---|---|
+| tabular configurable MDP (Four-Rooms) | ✓ | ✓ (:class:`KStepSoftFollower`) | ✓ | ✓ | PPO, A2C, DQN |
+| linear-Gaussian MDP (building) | ✓ | ✓ (:class:`KStepMaxEntLQRFollower`) | – | – | SAC, PPO, … |
+| tabular game (toy) | ✓ | ✓ (:class:`KStepSoftQIterationFollower`) | ✓ (:class:`GameSoftQLearning`) | – | – |
+| LQR game | ✓ | – | – | – | – |
+| any other configurable MDP (e.g. TaxDesign-v0) | if it has one | – | – | discrete actions | by action space |
 
 Options per kind (besides the positional parts):
 
@@ -30,6 +32,10 @@ Options per kind (besides the positional parts):
 * ``soft-q-learning``: ``steps`` (= ``steps_per_leader_update``; rounds of the game for a
   game), ``lr``, ``lr_power``, ``lr_decay``, ``lr_min``, ``epsilon``, ``init_value``,
   ``init_std``, ``warmup``, ``publish``, ``max_episode_steps``.
+* ``soft-dqn``: ``steps`` (= ``steps_per_leader_update``), ``warmup``, ``publish`` and every
+  keyword of :class:`~bilevel_envs.followers.soft_dqn.SoftDQN` (``lr``, ``batch_size``,
+  ``learning_starts``, ``target_update``, ``epsilon_start``, ``epsilon_end``, ``epsilon_steps``,
+  ``n_envs``, ``width``, ``layers``, ...).
 * ``sb3``: ``steps``, ``warmup``, ``publish``, ``policy`` and any constructor argument of the SB3
   algorithm.
 
@@ -45,16 +51,17 @@ __all__ = ["ALLOWED_KINDS", "FOLLOWER_KINDS", "FollowerSpec", "make_follower",
            "parse_follower_spec", "problem_family", "split_follower_list"]
 
 #: the spec kinds
-FOLLOWER_KINDS = ("exact", "kstep", "soft-q-learning", "sb3")
+FOLLOWER_KINDS = ("exact", "kstep", "soft-q-learning", "soft-dqn", "sb3")
 #: the kinds that apply to each problem family (:func:`problem_family`)
-ALLOWED_KINDS = {"tabular": ("exact", "kstep", "soft-q-learning", "sb3"),
+ALLOWED_KINDS = {"tabular": ("exact", "kstep", "soft-q-learning", "soft-dqn", "sb3"),
                  "lqr": ("exact", "kstep", "sb3"),
                  "tabular-game": ("exact", "kstep", "soft-q-learning"),
                  "lqr-game": ("exact",),
-                 "other": ("exact", "sb3")}
+                 "other": ("exact", "soft-dqn", "sb3")}
 #: the grammar, quoted in error messages
 FORMS_HELP = ("exact[:key=value,...], kstep:K[:carry|reset][:key=value,...], "
-              "soft-q-learning[:key=value,...], sb3:ALGO[:key=value,...]")
+              "soft-q-learning[:key=value,...], soft-dqn[:key=value,...], "
+              "sb3:ALGO[:key=value,...]")
 
 _SQL_KEYS = {"steps": "steps_per_leader_update", "steps_per_leader_update":
              "steps_per_leader_update", "lr": "lr", "lr_power": "lr_power",
@@ -93,7 +100,7 @@ class FollowerSpec:
 
     def __str__(self) -> str:
         """The canonical spec string (parses back to the same spec)."""
-        head = {"exact": "exact", "soft-q-learning": "soft-q-learning",
+        head = {"exact": "exact", "soft-q-learning": "soft-q-learning", "soft-dqn": "soft-dqn",
                 "kstep": f"kstep:{self.k}:{self.mode}", "sb3": f"sb3:{self.algo}"}[self.kind]
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{head}:{opts}" if opts else head
@@ -162,7 +169,7 @@ def parse_follower_spec(spec: str | FollowerSpec) -> FollowerSpec:
     if kind not in FOLLOWER_KINDS:
         raise _bad(text, f"unknown kind {parts[0]!r}; allowed: {list(FOLLOWER_KINDS)} "
                          f"(forms: {FORMS_HELP})")
-    if kind in ("exact", "soft-q-learning"):
+    if kind in ("exact", "soft-q-learning", "soft-dqn"):
         return FollowerSpec(kind, options=_parse_options(text, parts[1:]), text=text)
     if kind == "kstep":
         if len(parts) < 2 or not parts[1].strip():
@@ -291,6 +298,17 @@ def _build(parsed: FollowerSpec, family: str, raw: Any, beta: float, seed: int |
             raise _unknown(text, "soft-q-learning", unknown, sorted(_SQL_KEYS))
         cls = GameSoftQLearning if family == "tabular-game" else SoftQLearning
         return cls(beta, seed=seed, **{_SQL_KEYS[k]: v for k, v in opts.items()})
+    if parsed.kind == "soft-dqn":
+        import inspect
+
+        from bilevel_envs.followers.soft_dqn import SoftDQN
+
+        keys = {"steps": "steps_per_leader_update", "warmup": "warmup_steps"}
+        allowed = sorted(set(keys) | set(inspect.signature(SoftDQN).parameters) - {"beta", "seed"})
+        unknown = sorted(set(opts) - set(allowed))
+        if unknown:
+            raise _unknown(text, "soft-dqn", unknown, allowed)
+        return SoftDQN(beta, seed=seed, **{keys.get(k, k): v for k, v in opts.items()})
     # sb3
     from bilevel_envs.followers.sb3 import make_sb3_follower
 

@@ -553,7 +553,7 @@ def test_spec_parser_accepts(text, kind, k, mode, algo, options):
 
 @pytest.mark.parametrize("text, match", [
     ("", "non-empty"),
-    ("oracle", "unknown kind 'oracle'.*allowed: \\['exact', 'kstep', 'soft-q-learning', 'sb3'\\]"),
+    ("oracle", "unknown kind 'oracle'.*allowed: \\['exact', 'kstep', 'soft-q-learning', 'soft-dqn', 'sb3'\\]"),
     ("kstep", "kstep needs K"),
     ("kstep:x", "K must be an integer >= 1, got 'x'"),
     ("kstep:0", "K must be an integer >= 1, got '0'"),
