@@ -278,12 +278,7 @@ class SoftDQN:
         x = self._features(self._states)
         idx = self._sample(x, rng, self._epsilon())
         nxt, r_f, _, term = problem.transition(self._states, self._to_env(idx), rng)
-        x2 = self._features(nxt)
-        k = np.arange(self._pos, self._pos + self.n_envs) % self.buffer_size
-        for name, value in (("x", x), ("a", idx), ("r", r_f), ("x2", x2), ("term", term)):
-            self._buf[name][k] = value
-        self._pos = int((self._pos + self.n_envs) % self.buffer_size)
-        self._size = min(self._size + self.n_envs, self.buffer_size)
+        self._store(x, idx, r_f, self._features(nxt), term)
         self._t += 1
         done = np.asarray(term, bool) | (self._t >= limit)
         if done.any():
@@ -321,12 +316,14 @@ class SoftDQN:
         """Store the leader's transitions (its own actions at the current θ) in the buffer."""
         if self.net is None:
             raise RuntimeError("call solve(problem) before observe(batch)")
-        idx = self._from_env(batch.actions)
+        self._store(self._features(batch.obs), self._from_env(batch.actions), batch.r_follower,
+                    self._features(batch.next_obs), batch.terminated)
+
+    def _store(self, x, idx, r, x2, term) -> None:
+        """Write transitions into the ring buffer (oldest overwritten first)."""
         n = len(idx)
         k = np.arange(self._pos, self._pos + n) % self.buffer_size
-        for name, value in (("x", self._features(batch.obs)), ("a", idx),
-                            ("r", batch.r_follower), ("x2", self._features(batch.next_obs)),
-                            ("term", batch.terminated)):
+        for name, value in (("x", x), ("a", idx), ("r", r), ("x2", x2), ("term", term)):
             self._buf[name][k] = value
         self._pos = int((self._pos + n) % self.buffer_size)
         self._size = min(self._size + n, self.buffer_size)
