@@ -165,41 +165,52 @@ class SoftDQN:
         return "soft-dqn" + ("" if self.publish else " (black-box)")
 
     # ------------------------------------------------------------------ set-up
-    def _build(self, problem: Any) -> None:
-        obs_space, act_space = problem.observation_space, problem.action_space
-        self.tabular = isinstance(obs_space, gym.spaces.Discrete)
-        if self.tabular:
-            self._dim = int(obs_space.n)
+    def _layout(self, obs_space: gym.Space, act_space: gym.Space,
+                action_factors: tuple[int, ...] | None) -> dict[str, Any]:
+        """What the network's shape and the feature map depend on, as plain data (a snapshot
+        stores it, so that a fresh follower can rebuild the network before loading it)."""
+        if isinstance(obs_space, gym.spaces.Discrete):
+            layout: dict[str, Any] = {"tabular": True, "dim": int(obs_space.n)}
         elif isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1:
             low = np.asarray(obs_space.low, np.float64)
             high = np.asarray(obs_space.high, np.float64)
             finite = np.isfinite(low) & np.isfinite(high) & (high > low)
-            self._center = np.where(finite, (low + high) / 2, 0.0)
-            self._scale = np.where(finite, (high - low) / 2, 1.0)
-            self._dim = int(obs_space.shape[0])
+            layout = {"tabular": False, "dim": int(obs_space.shape[0]),
+                      "center": np.where(finite, (low + high) / 2, 0.0),
+                      "scale": np.where(finite, (high - low) / 2, 1.0)}
         else:
             raise ValueError(f"soft-dqn needs Discrete or flat Box observations, got {obs_space}")
         if isinstance(act_space, gym.spaces.MultiDiscrete):
             nvec = tuple(int(n) for n in np.asarray(act_space.nvec).ravel())
             if self.heads is not None and self.heads != nvec:
                 raise ValueError(f"heads must be the MultiDiscrete nvec {nvec}, got {self.heads}")
-            self._joint = False
-            self._heads = nvec
+            layout.update(joint=False, heads=nvec)
         elif isinstance(act_space, gym.spaces.Discrete):
-            heads = self.heads or tuple(getattr(problem, "action_factors", (int(act_space.n),)))
+            heads = self.heads or tuple(action_factors or (int(act_space.n),))
             if math.prod(heads) != int(act_space.n):
                 raise ValueError(f"heads {heads} must multiply to the {int(act_space.n)} "
                                  "actions of the Discrete space")
-            self._joint, self._heads = True, heads
+            layout.update(joint=True, heads=tuple(int(h) for h in heads))
         else:
             raise ValueError(f"soft-dqn needs Discrete or MultiDiscrete actions, got {act_space}")
+        return layout
+
+    def _build(self, layout: dict[str, Any]) -> None:
+        self._layout_data = layout
+        self.tabular, self._dim = bool(layout["tabular"]), int(layout["dim"])
+        if not self.tabular:
+            self._center = np.asarray(layout["center"], np.float64)
+            self._scale = np.asarray(layout["scale"], np.float64)
+        self._joint, self._heads = bool(layout["joint"]), tuple(int(h) for h in layout["heads"])
         self._splits = list(self._heads)
         sizes = [self._dim] + [self.width] * self.layers
-        mods: list[torch.nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-        with torch.random.fork_rng(devices=[]):  # the caller's torch stream does not move
+        # every layer is initialised inside the seeded block: the seed fixes the network, and
+        # the caller's torch stream does not move
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self._rng.integers(2**63)))
+            mods: list[torch.nn.Module] = []
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
             self.net = torch.nn.Sequential(*mods, torch.nn.Linear(sizes[-1], sum(self._heads)))
         self.target = copy.deepcopy(self.net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
@@ -254,7 +265,9 @@ class SoftDQN:
         """θ changed: learn from ``steps_per_leader_update`` own transitions at the new θ."""
         problem = getattr(problem, "unwrapped", problem)
         if self.net is None:
-            self._build(problem)
+            factors = getattr(problem, "action_factors", None)
+            self._build(self._layout(problem.observation_space, problem.action_space,
+                                     None if factors is None else tuple(factors)))
         self._gamma_used = float(problem.gamma_follower if self.gamma is None else self.gamma)
         n = self.steps_per_leader_update + (self.warmup_steps if self.n_solves == 0 else 0)
         limit = int(self.max_episode_steps or problem.max_episode_steps)
@@ -362,7 +375,7 @@ class SoftDQN:
                                  "total_steps": self.total_steps, "n_solves": self.n_solves,
                                  "n_updates": self.n_updates, "rng": self._rng.bit_generator.state}
         if self.net is not None:
-            state.update(
+            state.update(layout=self._layout_data,
                 net={k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()},
                 target={k: v.detach().numpy().copy()
                         for k, v in self.target.state_dict().items()},
@@ -374,10 +387,9 @@ class SoftDQN:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (a snapshot taken after the first solve needs the network
-        built: call it on a follower that has solved once, as the wrappers do)."""
+        """Restore a :meth:`state_dict`, into a fresh follower or one that has trained."""
         if state["built"] and self.net is None:
-            raise RuntimeError("restore a trained soft-dqn into a follower that has solved once")
+            self._build(state["layout"])
         self.total_steps, self.n_solves = int(state["total_steps"]), int(state["n_solves"])
         self.n_updates = int(state["n_updates"])
         self._rng.bit_generator.state = state["rng"]

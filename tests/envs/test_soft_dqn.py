@@ -92,6 +92,35 @@ def test_snapshots_resume_exactly_through_a_checkpoint(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_seed_fixes_every_layer_and_leaves_the_callers_torch_stream_alone():
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        before = torch.random.get_rng_state()
+        fol = SoftDQN(0.1, 20, seed=5, **SMALL)
+        BestResponse(gym.make("BiLevel/FourRooms-v0"), beta=0.1, follower=fol)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        nets.append([p.detach().clone() for p in fol.net.parameters()])
+    assert len(nets[0]) == 2 * (SoftDQN(0.1).layers + 1)
+    assert all(torch.equal(a, b) for a, b in zip(*nets))
+
+
+def test_a_fresh_follower_restores_a_trained_snapshot(tmp_path):
+    env = gym.make("BiLevel/TaxDesignTabular-v0")
+    fol = SoftDQN(0.2, 60, seed=1, **SMALL)
+    BestResponse(env, beta=0.2, follower=fol)
+    save_checkpoint(tmp_path / "f.npz", fol.state_dict())
+    fresh = SoftDQN(0.2, 60, seed=8, **SMALL)  # never solved: the snapshot builds its network
+    fresh.load_state_dict(load_checkpoint(tmp_path / "f.npz"))
+    np.testing.assert_array_equal(fresh.policy, fol.policy)
+    states = np.arange(20)
+    np.testing.assert_array_equal(fresh.act(states, np.random.default_rng(0)),
+                                  fol.act(states, np.random.default_rng(0)))
+    fresh.solve(env.unwrapped)
+    fol.solve(env.unwrapped)
+    np.testing.assert_array_equal(fresh.policy, fol.policy)
+
+
 def test_continuous_economy_actions_and_black_box():
     env = gym.make("BiLevel/TaxDesign-v0")
     fol = make_follower("soft-dqn:steps=60,learning_starts=20,batch_size=16,publish=false",
