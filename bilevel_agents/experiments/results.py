@@ -276,7 +276,10 @@ def _settings(row: dict[str, Any]) -> str:
     spec = config.get("run_spec") or {}
     given = dict(spec.get("leader_kwargs") or {})
     parts = []
+    sarsa = "sarsa" in str(config.get("critic") or "").lower()
     for key in ("lr", "batch_size", "sarsa_alpha"):
+        if key == "sarsa_alpha" and key not in given and not sarsa:
+            continue  # recorded for every method, in effect only for a SARSA critic
         if key in given or config.get(key) is not None:
             parts.append(f"{key}={given.pop(key, config.get(key))}")
     parts += [f"{k}={v}" for k, v in sorted(given.items())]

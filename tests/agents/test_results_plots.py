@@ -37,7 +37,7 @@ def _run(root: Path, point: str, seed: int, config: dict, objective, theta=None)
 
 def _fr_config(lr: float, env: str = "BiLevel/FourRooms-v0", **env_kwargs) -> dict:
     return {"leader": "bchg", "beta": 0.005, "lr": lr, "batch_size": 100, "sarsa_alpha": 0.5,
-            "env": env, "env_kwargs": env_kwargs,
+            "critic": "SarsaCritic", "env": env, "env_kwargs": env_kwargs,
             "run_spec": {"env": env, "leader": "bchg", "leader_kwargs": {"lr": lr},
                          "follower": "exact"}}
 
@@ -108,6 +108,17 @@ def test_reference_values_of_the_documented_problems():
 # ---------------------------------------------------------------------- learning curves
 def _legend(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+
+
+def test_legend_settings_name_the_sarsa_step_only_where_a_sarsa_critic_uses_it():
+    spec = {"leader": "hpgd_mc", "leader_kwargs": {"lr": 0.1}, "follower": "exact"}
+    config = {"lr": 0.1, "batch_size": 400, "sarsa_alpha": 0.5, "critic": "MonteCarloCritic",
+              "run_spec": spec}
+    assert results._settings({"config": config}) == "lr=0.1, batch_size=400"
+    config = {**config, "critic": None}
+    assert results._settings({"config": config}) == "lr=0.1, batch_size=400"
+    config = {**config, "critic": "SarsaCritic"}
+    assert results._settings({"config": config}) == "lr=0.1, batch_size=400, sarsa_alpha=0.5"
 
 
 def test_learning_curves_name_settings_band_start_and_best(tmp_path):
