@@ -68,10 +68,12 @@ def test_report_on_a_fake_results_folder(tmp_path):
     root = cell_dir(tmp_path, 0.003, 3)
     n = 20
     ramp = np.linspace(0.0, 1.0, n)
-    # AMD: two grid points, the better one wins; the score is the mean over the last `tail`
+    # AMD: two grid points of two seeds, the better one wins; the score is the mean over the last `tail`
     for seed, top in enumerate((0.40, 0.38)):
         _fake_run(root, "amd_lr0.5", seed, "amd", top * ramp, n, contexts="per_iteration")
         _fake_run(root, "amd_lr0.1", seed, "amd", 0.2 * ramp, n, contexts="per_iteration")
+    # a point with fewer finished seeds does not compete, however high its mean
+    _fake_run(root, "amd_lr1.0", 0, "amd", 0.9 * ramp, n, contexts="per_iteration")
     _fake_run(root, "hpgd_lr0.1", 0, "hpgd", 0.7 * ramp, n, contexts="per_iteration")
     _fake_run(root, "hpgd_lr0.1", 1, "hpgd", 0.7 * ramp[:10], n, contexts="per_iteration")
     # a BC-HG run with per-episode contexts (the default: no "contexts" key) is a variant
@@ -81,7 +83,7 @@ def test_report_on_a_fake_results_folder(tmp_path):
         return float((top * ramp)[-5:].mean())
 
     amd = scores[("amd", "")]
-    assert amd["point"] == "amd_lr0.5" and amd["seeds"] == 2 and amd["points"] == 2
+    assert amd["point"] == "amd_lr0.5" and amd["seeds"] == 2 and amd["points"] == 3
     assert amd["mean"] == pytest.approx((tail(0.40) + tail(0.38)) / 2)
     assert amd["se"] == pytest.approx(np.std([tail(0.40), tail(0.38)]) / np.sqrt(2))  # ddof 0
     hpgd = scores[("hpgd", "")]
