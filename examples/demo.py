@@ -2,7 +2,7 @@
 
 Trains both leaders from the paper's near-uniform start (θ ~ N(0, 0.01²)) with batches of 100
 transitions, records the exact leader objective J_L = V_L(S) at every iteration, prints the
-results beside the best known value (reference/known_optima.md) and writes plots to
+results beside the best known value (docs/known_optima.md) and writes plots to
 ``demo_out/``: learning curves, and the map with BC-HG's learned incentive and the follower's
 best response.
 

@@ -16,7 +16,7 @@ import argparse
 from bilevel_agents.experiments.results import score_table
 from bilevel_agents.experiments.sweep import RunSpec, run_sweep
 
-# the paper's best grid point per β (official_code_facts §4.2 cross-check), default slip 1/3
+# the paper's best grid point per β (as in the authors' published table), default slip 1/3
 BEST = {0.001: (0.1, 0.3), 0.003: (0.05, 0.5), 0.005: (0.1, 0.5)}
 
 

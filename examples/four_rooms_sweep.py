@@ -3,7 +3,7 @@
 Runs grids × seeds with :func:`bilevel_agents.sweep.run_sweep` into ``results/four_rooms/``,
 then prints one markdown table per (β, slip) with the last-1000-iteration mean ± SE of the
 exact objective, the share of the gap closed from the start value to the best known value
-(reference/known_optima.md), and writes learning curves.
+(docs/known_optima.md), and writes learning curves.
 
     python examples/four_rooms_sweep.py --workers 2                 # the full study
     python examples/four_rooms_sweep.py --iterations 500 --seeds 2  # a quick look

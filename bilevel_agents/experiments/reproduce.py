@@ -17,8 +17,8 @@ mismatched simulator (samples drawn with slip 1/3, follower and score on slip 0.
 in which their published numbers were obtained. The score of a grid point is the seed mean of the
 last-1000-iteration mean exact objective; the best grid point per method is reported with its
 standard error over seeds, the share of the gap closed from the start value to the best known
-value (reference/known_optima.md) and the authors' published numbers
-(reference/official_code_facts.md §4.2, obtained with their dynamics, i.e. slip 0.44).
+value (docs/known_optima.md) and the authors' published numbers
+(obtained with their dynamics, i.e. slip 0.44).
 
 Runs go through :func:`bilevel_agents.sweep.run_sweep`: finished runs are read back, interrupted
 ones resume. The folder layout is the one of ``examples/four_rooms_sweep.py``
@@ -54,7 +54,7 @@ _SARSA = {"bchg", "hpgd_sa"}
 
 
 def stream_layout(batch: int) -> int:
-    """The authors' streams of a batch (``n_envs``; reference/official_code_facts.md §3.2):
+    """The authors' streams of a batch (``n_envs``, as in the authors' code):
     one stream up to 200 transitions, else ``batch / 200`` streams of 200 steps (400 = 2 × 200,
     1000 = 5 × 200), each starting at S; other sizes one stream."""
     batch = int(batch)

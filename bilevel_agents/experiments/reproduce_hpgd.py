@@ -76,7 +76,7 @@ PROTOCOL: dict[str, dict[str, Any]] = {
 
 #: one grid point per method for ``--quick``. HPGD's README does not record its winning
 #: hyper-parameters: AMD's lr 0.5 is the best lr of AMD's loop on the exact gradient in every
-#: cell (reference/hpgd_facts.md §3); the others are our middle-of-the-grid choices.
+#: cell (HPGD's code); the others are our middle-of-the-grid choices.
 QUICK_POINTS: dict[str, dict[str, Any]] = {
     "hpgd": {"lr": 0.1}, "amd": {"lr": 0.5}, "zero_order": {"lr": 0.1, "c": 0.5},
     "bchg": {"lr": 0.1, "sarsa_alpha": 0.5},

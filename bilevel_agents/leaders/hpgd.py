@@ -12,7 +12,7 @@ BC-HG's (Theorem 1, eq. 5/7); the estimators differ. HPGD needs *several actions
 state* in the batch: with one visit of ``s``, ``∇̂Q_F(s, b) − ∇̂V_F(s) = 0`` exactly, which is why
 it degrades at small β (paper §5.1).
 
-Variants (paper §5.1, App. C.1; reference/official_code_facts.md §3.1):
+Variants (paper §5.1, App. C.1):
 
 * **HPGD (MC)** — ``critic="mc"``: ``Q̂_L`` and ``V̂_L`` are every-visit Monte Carlo averages of the
   leader's discounted return-to-go over the same batch (Alg. 9).
@@ -52,7 +52,7 @@ Every-visit averages are consistent estimates of the same ``∇Q_F``, ``∇V_F``
 under both (Markov property); the coverage differs: ``"first"`` puts more visits on the S-paths,
 where the on-policy keys are; ``"every"`` spreads them over the map.
 
-HPGD's tax-design estimator (hpgd_facts §4) differs from its Four-Rooms one in two ways, both
+HPGD's tax-design estimator differs from its Four-Rooms one in two ways, both
 options here: each transition's score ``∇log p`` is clipped to ±1 before it is weighted
 (``score_clip=1.0``), and the follower-response term is kept for the VAT rates only, not for the
 income tax that moves the dynamics (``response_coordinates=(0, 1, 2)``). Both bias the estimate

@@ -17,7 +17,7 @@ extra_follower_table=X)`` with ``X(s, b) = −g(b|s) Σ_{t: s_t = s} c_t``.
 (App. C.2, eq. 46) does not depend on the action ``b``, so ``∇r_F(s_t, b_t) = E_{b~g} ∇r_F(s_t, b)``
 for every transition and the bracket vanishes: SoBiRL equals NAIVE-PGD step for step
 (same seed ⇒ same θ; ``tests/test_baselines.py``), as the authors' checkpoints and figures show
-(reference/official_code_facts.md §3.1). A meaningful SoBiRL comparison needs action-dependent
+(as in the authors' code). A meaningful SoBiRL comparison needs action-dependent
 incentives.
 """
 

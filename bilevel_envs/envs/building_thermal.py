@@ -28,7 +28,7 @@ Rewards (rewards of the state where the action is taken, eqs. 49, 106-107)::
 Start ``s0 ~ N(0, 25 I_4)``; episodes are 100 steps (time limit, no termination);
 ``γ_F = γ_L = 0.9``; the paper's follower temperature is β = 0.1.
 
-Where the paper and the authors' code differ (official_code_facts §1.2; DESIGN §3):
+Where the paper and the authors' code differ:
 
 - Noise: the paper prints a 2×2 ``W = diag(0.02, 0.02)`` (a typo, the state is 4-d); we use a
   noise standard deviation of 0.02 per zone (covariance 0.02² I_4), as the code does.

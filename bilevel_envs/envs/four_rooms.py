@@ -75,7 +75,7 @@ slip_prob=0.44``, 200-step time limit.
 ## Reference values (contextual task, exact, slip 0.44)
 ``J = ½(J_G1 + J_G2)`` of ``BiLevel/ContextualFourRooms-v0`` at θ = 0 (HPGD starts from
 θ ~ N(0, 0.01²), which moves J by < 2e-3) / with no incentive (θ = 1e3 on the last slot), per
-β (rows) and ``penalty_weight`` λ (columns); they match reference/known_optima.md within 1e-3
+β (rows) and ``penalty_weight`` λ (columns); they match docs/known_optima.md within 1e-3
 and are checked by ``python -m pytest tests/envs/test_contextual_four_rooms.py -k known_optima``::
 
     β       λ = 1              λ = 3              λ = 5

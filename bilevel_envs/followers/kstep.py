@@ -1,7 +1,7 @@
 """Sub-optimal k-step followers, as the authors' journal extension defines them.
 
 The paper (§6) names sub-optimal followers as the open problem; the authors' repository
-(official_code_facts §2.1, §2.3) runs BC-HG against followers that stop after ``k`` solver
+runs BC-HG against followers that stop after ``k`` solver
 iterations, from a start that is either
 
 * ``carry``: the previous outer iteration's result (an N(0, 1) array only at the very start), or

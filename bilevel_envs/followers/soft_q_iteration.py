@@ -9,7 +9,7 @@ with the *paper's* bootstrap (the optimal Bellman operator of eq. 32, ``bootstra
 
     U(s') = Σ_{a'} f(a'|s') · β log Σ_{b'} exp(Q_F(s', a', b') / β),
 
-or the authors' code form (``bootstrap="official"``; official_code_facts §2.3), which puts the
+or the authors' code form (``bootstrap="official"``), which puts the
 leader expectation inside the log-sum-exp,
 
     U(s') = β log Σ_{b'} exp(Σ_{a'} f(a'|s') Q_F(s', a', b') / β).

@@ -388,7 +388,7 @@ def soft_policy_iteration(model: TabularModel, beta: float, gamma: float, q0: np
                           iterations: int, *, backups: int = 5, form: str = "paper") -> np.ndarray:
     """``k`` soft (modified) policy iterations from ``q0``: the authors' k-step follower.
 
-    Each iteration ``i`` (official_code_facts §2.1, ``general_value_iteration``) forms the
+    Each iteration ``i`` (the authors' ``general_value_iteration``) forms the
     Boltzmann policy ``π_i = softmax(Q/β)`` and then applies ``backups`` (5) soft *evaluation*
     backups of ``π_i``. With ``H_i(s) = −Σ_b π_i log π_i`` and ``C`` the continuation matrix
     (terminal rows zero):

@@ -47,7 +47,7 @@ class ToyModel(NamedTuple):
 
 
 def toy_model(reward: int = 2) -> ToyModel:
-    """Build the toy game's tables (paper Fig. 4a; official_code_facts §1.4).
+    """Build the toy game's tables (paper Fig. 4a).
 
     Transitions (unlisted = stay): S: ``a``→A, ``b``→B (any leader action). A with leader 0:
     ``s``→S, ``b``→B. A with leader 1: every follower action → S. B: ``s``→S.

@@ -13,7 +13,7 @@ from bilevel_envs.wrappers import BestResponse
 
 ENV_ID = "BiLevel/FourRooms-v0"
 
-# reference/known_optima.md: (β, slip, J at init θ ~ N(0, 0.01²), J with no incentive)
+# docs/known_optima.md: (β, slip, J at init θ ~ N(0, 0.01²), J with no incentive)
 KNOWN = [
     (0.001, 1 / 3, -0.804, 0.0001),
     (0.003, 1 / 3, -0.796, 0.0001),

@@ -213,7 +213,7 @@ def test_tabular_model_matches_simulator_frequencies(sim):
 
 
 # ---------------------------------------------------------------------- reference values
-#: reference/known_optima.md, "Contextual Four-Rooms": (β, λ) -> (J at start, J no incentive)
+#: docs/known_optima.md, "Contextual Four-Rooms": (β, λ) -> (J at start, J no incentive)
 KNOWN = {(0.001, 1): (0.288, 0.410), (0.001, 3): (0.014, 0.410), (0.001, 5): (-0.261, 0.410),
          (0.003, 1): (0.200, 0.321), (0.003, 3): (-0.068, 0.321), (0.003, 5): (-0.336, 0.321),
          (0.005, 1): (0.182, 0.299), (0.005, 3): (-0.057, 0.299), (0.005, 5): (-0.297, 0.299)}

@@ -21,7 +21,7 @@ from bilevel_envs.wrappers import BestResponse
 ENV_ID = "BiLevel/FourRooms-v0"
 BILEVEL_IDS = sorted(env_id for env_id in gym.registry if env_id.startswith("BiLevel/"))
 
-# The authors' map (reference/official_code_facts.md §1.1): x wall, . free, d corridor.
+# The authors' map: x wall, . free, d corridor.
 PAPER_MAP = """\
 xxxxxxxxxxxxx
 x.....x..G..x

@@ -45,7 +45,7 @@ def four_rooms(seed: int = 0, **kwargs) -> FourRoomsEnv:
 
 # ---------------------------------------------------------------------- k-step: definition
 def reference_authors_kstep(model, beta, gamma, q0, k, backups=5):
-    """The authors' loop, written from official_code_facts §2.1 with dense arrays."""
+    """The authors' loop, written from its description with dense arrays."""
     P = model.P  # (S, B, S)
     keep = (~model.terminal).astype(float)[:, None]
     q = q0.copy()
