@@ -186,11 +186,11 @@ class SoftDQN:
                 raise ValueError(f"heads must be the MultiDiscrete nvec {nvec}, got {self.heads}")
             layout.update(joint=False, heads=nvec)
         elif isinstance(act_space, gym.spaces.Discrete):
-            heads = self.heads or tuple(action_factors or (int(act_space.n),))
+            heads = tuple(int(h) for h in self.heads or action_factors or (int(act_space.n),))
             if math.prod(heads) != int(act_space.n):
                 raise ValueError(f"heads {heads} must multiply to the {int(act_space.n)} "
                                  "actions of the Discrete space")
-            layout.update(joint=True, heads=tuple(int(h) for h in heads))
+            layout.update(joint=True, heads=heads)
         else:
             raise ValueError(f"soft-dqn needs Discrete or MultiDiscrete actions, got {act_space}")
         return layout
@@ -265,9 +265,8 @@ class SoftDQN:
         """θ changed: learn from ``steps_per_leader_update`` own transitions at the new θ."""
         problem = getattr(problem, "unwrapped", problem)
         if self.net is None:
-            factors = getattr(problem, "action_factors", None)
             self._build(self._layout(problem.observation_space, problem.action_space,
-                                     None if factors is None else tuple(factors)))
+                                     getattr(problem, "action_factors", None)))
         self._gamma_used = float(problem.gamma_follower if self.gamma is None else self.gamma)
         n = self.steps_per_leader_update + (self.warmup_steps if self.n_solves == 0 else 0)
         limit = int(self.max_episode_steps or problem.max_episode_steps)
@@ -375,7 +374,8 @@ class SoftDQN:
                                  "total_steps": self.total_steps, "n_solves": self.n_solves,
                                  "n_updates": self.n_updates, "rng": self._rng.bit_generator.state}
         if self.net is not None:
-            state.update(layout=self._layout_data,
+            state.update(
+                layout=self._layout_data,
                 net={k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()},
                 target={k: v.detach().numpy().copy()
                         for k, v in self.target.state_dict().items()},
