@@ -186,6 +186,20 @@ def _order(method: str) -> int:
     return METHODS.index(method) if method in METHODS else len(METHODS)
 
 
+def best_points(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (method, variant)'s best :func:`~bilevel_agents.experiments.results.score_table`
+    row. Only the grid points with the most scored seeds of their method compete, so that a
+    point with one seed (a study still running) never beats a point with ten."""
+    from bilevel_agents.experiments.results import outranks
+
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["leader"], _variant(row["config"]))
+        if outranks(row, best.get(key)):
+            best[key] = row
+    return best
+
+
 def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Sequence[int],
                       slips: Sequence[float], tail: int = 1000,
                       plots: str | Path | None = None,
@@ -214,9 +228,7 @@ def four_rooms_report(*, out: str | Path, betas: Sequence[float], batches: Seque
                 root = cell_dir(out, beta, slip, batch, simulator_slip_prob)
                 if not root.exists():
                     continue
-                seen: dict[tuple[str, str], dict[str, Any]] = {}
-                for row in score_table(root, tail):
-                    seen.setdefault((row["leader"], _variant(row["config"])), row)
+                seen = best_points(score_table(root, tail))
                 for (method, variant), row in sorted(
                         seen.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
                     share = ((row["mean"] - start) / (best - start)) if best is not None \

@@ -191,7 +191,7 @@ def hpgd_table1_scores(root: str | Path, tail: int = TAIL) -> dict[tuple[str, st
     ``ddof = 0`` (as HPGD), the finished seeds, the unfinished runs of that point, the
     iterations per run and the number of grid points compared.
     """
-    from bilevel_agents.experiments.results import load_runs
+    from bilevel_agents.experiments.results import load_runs, outranks
 
     best: dict[tuple[str, str], dict[str, Any]] = {}
     counts: dict[tuple[str, str], int] = {}
@@ -207,9 +207,7 @@ def hpgd_table1_scores(root: str | Path, tail: int = TAIL) -> dict[tuple[str, st
                "se": float(scores.std(ddof=0) / np.sqrt(scores.size)),
                "seeds": int(scores.size), "unfinished": len(runs) - int(scores.size),
                "iterations": min(n for s, n, _ in scored if math.isfinite(s))}
-        current = best.get(key)
-        if (current is None or row["seeds"] > current["seeds"]
-                or (row["seeds"] == current["seeds"] and row["mean"] > current["mean"])):
+        if outranks(row, best.get(key)):
             best[key] = row
     for key, row in best.items():
         row["points"] = counts[key]

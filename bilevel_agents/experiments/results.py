@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["aggregate", "load_runs", "plot_incentive_map", "plot_learning_curves",
-           "plot_results", "reference_values", "score_table", "smooth"]
+           "outranks", "plot_results", "reference_values", "score_table", "smooth"]
 
 
 def _read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -105,6 +105,14 @@ def score_table(root: str | Path, tail: int = 1000) -> list[dict[str, Any]]:
                      "iterations": int(iters), "config": runs[0]["config"]})
     rows.sort(key=lambda r: (r["leader"], -r["mean"]))
     return rows
+
+
+def outranks(row: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether grid point ``row`` replaces ``current`` as its method's best: more scored seeds
+    first (a point with one seed of a study still running never beats one with ten), then the
+    higher mean."""
+    return (current is None or row["seeds"] > current["seeds"]
+            or (row["seeds"] == current["seeds"] and row["mean"] > current["mean"]))
 
 
 # ---------------------------------------------------------------------- aggregate statistics

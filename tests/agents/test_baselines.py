@@ -435,6 +435,32 @@ def test_report_keeps_estimator_variants_apart():
     assert _variant({"n_envs": 2, "batch_size": 100}) == "n_envs=2"
 
 
+def test_report_compares_grid_points_with_as_many_seeds(tmp_path):
+    """A grid point with fewer scored seeds (a study still running) never becomes the method's
+    row, however high its mean; among equals the best mean wins."""
+    import json
+
+    from bilevel_agents.experiments.reproduce import cell_dir, four_rooms_report
+
+    root = cell_dir(tmp_path, 0.005, 1 / 3, 100)
+
+    def fake(point, seed, leader, top, **config):
+        run = root / point / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(
+            {"leader": leader, "seed": seed, "batch_size": 100, **config}))
+        rows = ["iteration,objective"] + [f"{i},{top * i / 9!r}" for i in range(10)]
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+    for seed in range(3):
+        fake("bchg_lr0.1", seed, "bchg", 0.40, lr=0.1)
+        fake("bchg_lr0.5", seed, "bchg", 0.30, lr=0.5)
+    fake("bchg_lr0.05", 0, "bchg", 0.90, lr=0.05)  # one seed: does not compete
+    text = four_rooms_report(out=tmp_path, betas=[0.005], batches=[100], slips=[1 / 3], tail=5)
+    rows = [line for line in text.splitlines() if line.startswith("| BC-HG |")]
+    assert len(rows) == 1 and "`bchg_lr0.1`" in rows[0] and "| 3 |" in rows[0]
+
+
 def test_reproduce_uses_the_authors_stream_layout():
     """Batches of 400 and 1000 are 2 and 5 streams of 200 steps, as in the authors' code."""
     from bilevel_agents.experiments.reproduce import four_rooms_specs, stream_layout
