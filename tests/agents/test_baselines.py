@@ -438,24 +438,16 @@ def test_report_keeps_estimator_variants_apart():
 def test_report_compares_grid_points_with_as_many_seeds(tmp_path):
     """A grid point with fewer scored seeds (a study still running) never becomes the method's
     row, however high its mean; among equals the best mean wins."""
-    import json
-
     from bilevel_agents.experiments.reproduce import cell_dir, four_rooms_report
+    from tests.agents.test_reproduce_hpgd import _fake_run
 
     root = cell_dir(tmp_path, 0.005, 1 / 3, 100)
-
-    def fake(point, seed, leader, top, **config):
-        run = root / point / f"seed{seed}"
-        run.mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps(
-            {"leader": leader, "seed": seed, "batch_size": 100, **config}))
-        rows = ["iteration,objective"] + [f"{i},{top * i / 9!r}" for i in range(10)]
-        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
-
+    ramp = np.linspace(0.0, 1.0, 10)
     for seed in range(3):
-        fake("bchg_lr0.1", seed, "bchg", 0.40, lr=0.1)
-        fake("bchg_lr0.5", seed, "bchg", 0.30, lr=0.5)
-    fake("bchg_lr0.05", 0, "bchg", 0.90, lr=0.05)  # one seed: does not compete
+        _fake_run(root, "bchg_lr0.1", seed, "bchg", 0.40 * ramp, 10, batch_size=100, lr=0.1)
+        _fake_run(root, "bchg_lr0.5", seed, "bchg", 0.30 * ramp, 10, batch_size=100, lr=0.5)
+    # one seed: does not compete, however high its mean
+    _fake_run(root, "bchg_lr0.05", 0, "bchg", 0.90 * ramp, 10, batch_size=100, lr=0.05)
     text = four_rooms_report(out=tmp_path, betas=[0.005], batches=[100], slips=[1 / 3], tail=5)
     rows = [line for line in text.splitlines() if line.startswith("| BC-HG |")]
     assert len(rows) == 1 and "`bchg_lr0.1`" in rows[0] and "| 3 |" in rows[0]
