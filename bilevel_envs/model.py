@@ -92,6 +92,10 @@ class TabularModel:
         if self.cont is None:
             keep = np.repeat(~self.terminal, self.n_actions).astype(float)
             object.__setattr__(self, "cont", sp.csr_array(sp.diags_array(keep) @ self.transitions))
+        # canonical index order from the start: the elimination operators need sorted rows,
+        # and sorting later (in place, on a matrix the problem caches) would change the
+        # summation order of products computed before and after, hence their last bits
+        self.cont.sort_indices()
 
     def dense_continuation(self) -> np.ndarray | None:
         """The dense ``(S, B, S)`` continuation tensor of an in-memory model (built on first

@@ -65,3 +65,14 @@ def test_the_plans_cover_a_dense_root_and_levels():
     for model in MODELS.values():
         plan = model.operators.plan
         assert len(plan.levels) >= 2 and plan.root_level["m"] >= 2
+
+
+def test_building_the_operators_leaves_the_models_matrix_as_it_was():
+    """The continuation matrix is in canonical (sorted) index order from construction, so the
+    elimination operators built on first use do not reorder it under products already taken
+    (a model's first computations and later ones sum in the same order: same bits)."""
+    model = gym.make("BiLevel/ContextualFourRooms-v0").unwrapped.tabular_model()
+    before = model.cont.indices.copy()
+    assert model.cont.has_sorted_indices
+    assert model.operators is not None
+    np.testing.assert_array_equal(model.cont.indices, before)
