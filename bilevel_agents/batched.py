@@ -11,8 +11,8 @@ What is batched (one array operation for all N runs per piece of an outer iterat
   problem's stacked ``reward_tables``).
 * **Rollouts**: every run's streams stepped together
   (:func:`~bilevel_envs.wrappers.best_response.stacked_tabular_walk`: the exact sampler of
-  ``_tabular_walk`` with the bisection vectorised across streams and runs;
-  :func:`~bilevel_envs.wrappers.best_response.stacked_rollout` for wide oracle batches).
+  ``_tabular_walk`` with the bisection vectorised across streams and runs, for on-policy and
+  oracle batches alike).
 * **Critics**: SARSA (:func:`~bilevel_agents.critics.tabular.stacked_sarsa_pass`; the pass is
   sequential by definition, so it loops over the transition index with all runs updated
   together), Monte Carlo (the :class:`~bilevel_agents.critics.tabular.MonteCarloCritic` itself,
@@ -106,11 +106,7 @@ from bilevel_envs.followers.soft_value_iteration import (
     stacked_soft_value_iteration,
 )
 from bilevel_envs.model import StackedTabularModel
-from bilevel_envs.wrappers.best_response import (
-    WALK_MAX_ENVS,
-    stacked_rollout,
-    stacked_tabular_walk,
-)
+from bilevel_envs.wrappers.best_response import stacked_tabular_walk, walk_draws
 
 __all__ = ["BATCHED_METHODS", "BatchedRun", "train_batched", "unsupported_reason"]
 
@@ -144,13 +140,6 @@ class BatchedRun:
     spec: dict[str, Any] | None = None
     checkpoint_every: int = 500
     tail: int = 1000
-
-
-def _draws_nothing(problem: Any) -> bool:
-    rng = np.random.default_rng(0)
-    before = rng.bit_generator.state
-    problem.sample_initial_states(3, rng)
-    return rng.bit_generator.state == before
 
 
 def unsupported_reason(leader: Any) -> str | None:
@@ -193,11 +182,6 @@ def unsupported_reason(leader: Any) -> str | None:
                 return "HPGD's tax-code options (score_clip, response_coordinates) are not batched"
         if is_contextual(problem) and getattr(leader, "oracle_batch_size", None) is not None:
             return "HPGD's oracle batch is not batched on contextual problems"
-        wide = fam.n_envs > WALK_MAX_ENVS or (
-            getattr(leader, "oracle_batch_size", None) is not None
-            and leader.oracle_n_envs > WALK_MAX_ENVS)
-        if wide and not (hasattr(problem, "transition_from_draws") and _draws_nothing(problem)):
-            return "wide batches need transition_from_draws and a single start state"
     return None
 
 
@@ -309,8 +293,6 @@ class _Engine:
             self.unvisited = getattr(first, "unvisited", "drop")
             #: one context per outer iteration from each run's generator (HPGD's protocol)
             self.per_iteration = fam.contexts == "per_iteration"
-            self.fresh = problem.sample_initial_states(
-                max(self.n_envs, self.oracle_envs or 1), np.random.default_rng(0))
         self._tables()
 
     # ------------------------------------------------------------------ state
@@ -347,38 +329,14 @@ class _Engine:
 
     # ------------------------------------------------------------------ sampling
     def _draw(self, rng: np.random.Generator, n: int, envs: int,
-              initial: np.ndarray | None) -> dict[str, Any]:
-        """One rollout's draws from one run's generator, in the single sampler's order."""
-        if envs <= WALK_MAX_ENVS:
-            u = rng.random(n)
-            starts = self.problem.sample_initial_states(n + envs, rng)
-            if initial is not None:
-                starts[:envs] = initial
-            return {"u": u, "starts": starts}
-        steps = n // envs
-        if initial is None:
-            initial = self.problem.sample_initial_states(envs, rng)
-        act = np.empty((steps, envs))
-        trans = []
-        for i in range(steps):
-            act[i] = rng.random(envs)
-            trans.append(self.problem.transition_draws(envs, rng))
-        return {"initial": initial, "act": act,
-                "trans": tuple(np.stack(d) for d in zip(*trans))}
+              initial: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """One rollout's draws from one run's generator, in the single walk's order."""
+        return walk_draws(self.problem, rng, n // envs, envs, initial)
 
-    def _rollout(self, draws: list[dict[str, Any]], n: int, envs: int) -> Batch:
-        steps = n // envs
-        if envs <= WALK_MAX_ENVS:
-            return stacked_tabular_walk(self.problem, self.policy, self.r_f, self.r_l, steps,
-                                        envs, np.stack([d["u"] for d in draws]),
-                                        np.stack([d["starts"] for d in draws]), self.limit)
-        n_runs = len(draws)
-        return stacked_rollout(
-            self.problem, self.policy, self.r_f, self.r_l, steps, envs,
-            np.stack([d["act"] for d in draws]),
-            tuple(np.stack([d["trans"][j] for d in draws]) for j in range(len(draws[0]["trans"]))),
-            np.stack([d["initial"] for d in draws]),
-            np.broadcast_to(self.fresh[:envs], (n_runs, envs)), self.limit)
+    def _rollout(self, draws: list[tuple[np.ndarray, np.ndarray]], n: int, envs: int) -> Batch:
+        return stacked_tabular_walk(self.problem, self.policy, self.r_f, self.r_l, n // envs,
+                                    envs, np.stack([d[0] for d in draws]),
+                                    np.stack([d[1] for d in draws]), self.limit)
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> list[dict[str, float]]:

@@ -27,8 +27,8 @@ from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv
 from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.utils import check_beta
 
-__all__ = ["WALK_MAX_ENVS", "BestResponse", "stacked_rollout", "stacked_tabular_walk",
-           "walk_batch", "walk_tables"]
+__all__ = ["WALK_MAX_ENVS", "BestResponse", "stacked_tabular_walk", "walk_batch", "walk_draws",
+           "walk_tables"]
 
 
 class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -244,7 +244,7 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         # the fast walk needs the follower's (S, B) table; any other follower is sampled by act
         policy = published(self.follower, "policy") \
             if isinstance(self.problem, TabularConfigurableEnv) else None
-        if n_envs <= _WALK_MAX_ENVS and isinstance(policy, np.ndarray):
+        if isinstance(policy, np.ndarray):
             return _tabular_walk(self.problem, policy, *args)
         return _rollout(self.problem, self.follower, *args)
 
@@ -272,8 +272,9 @@ def _check_initial_states(problem, initial_states, n_envs) -> np.ndarray:
     return states
 
 
-#: up to this many streams, tabular rollouts walk the chain with scalar code (no numpy
-#: per-step overhead); wider batches step all streams together in numpy
+#: up to this many streams, the tabular walk runs as scalar code (no numpy per-step overhead);
+#: wider batches step all streams together in numpy. The draws and the numbers are the same
+#: either way: the choice is speed only.
 WALK_MAX_ENVS = _WALK_MAX_ENVS = 16
 
 
@@ -314,15 +315,37 @@ def walk_batch(terminal: np.ndarray, r_follower: np.ndarray, r_leader: np.ndarra
                  time=t_arr, env_id=env_id)
 
 
+def walk_draws(problem, rng: np.random.Generator, steps: int, n_envs: int,
+               initial_states: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The random numbers of one tabular walk, in its order: one uniform per transition, then
+    enough start states for every possible episode (at most one per step, plus the first of
+    each stream; ``initial_states`` replace the first ``n_envs``)."""
+    n = steps * n_envs
+    u = rng.random(n)
+    starts = np.array(problem.sample_initial_states(n + n_envs, rng), dtype=np.int64)
+    if initial_states is not None:
+        starts[:n_envs] = np.asarray(initial_states)
+    return u, starts
+
+
 def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) -> Batch:
     """Sample tabular episodes from the exact joint law ``g(b|s) p(s'|s, b)``.
 
     Per state, the outcomes ``(b, s')`` and their cumulative probabilities lie in one flat
     array (CSR order, :func:`walk_tables`), so a step is one bisection on Python floats
     (~0.5 µs, versus ~20 µs of numpy call overhead per step for a one-stream numpy loop).
-    Rewards, flags and bookkeeping are then filled in vectorised. Same law as
-    :meth:`ConfigurableEnv.transition` (tested).
+    Rewards, flags and bookkeeping are then filled in vectorised. Wider batches (more than
+    :data:`WALK_MAX_ENVS` streams) step all streams together in numpy
+    (:func:`stacked_tabular_walk` with one run): the same draws (:func:`walk_draws`) and the
+    same comparisons, so the same batch. Same law as :meth:`ConfigurableEnv.transition`
+    (tested).
     """
+    u_arr, starts_arr = walk_draws(problem, rng, steps, n_envs, initial_states)
+    if n_envs > _WALK_MAX_ENVS:
+        model = problem.tabular_model()
+        return stacked_tabular_walk(problem, policy[None], model.r_follower[None],
+                                    model.r_leader[None], steps, n_envs, u_arr[None],
+                                    starts_arr[None], limit)
     model = problem.tabular_model()
     tab = walk_tables(problem, policy)
     cum_l, base_l, mass_l = tab["cum"].tolist(), tab["base"].tolist(), tab["mass"].tolist()
@@ -330,11 +353,7 @@ def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) ->
     action_l, next_l = tab["action"].tolist(), tab["next"].tolist()
     terminal = model.terminal.tolist()
     n = steps * n_envs
-    u = rng.random(n).tolist()
-    # enough fresh starts for every possible episode (at most one per step, plus the first)
-    starts = problem.sample_initial_states(n + n_envs, rng).tolist()
-    if initial_states is not None:
-        starts[:n_envs] = np.asarray(initial_states).tolist()
+    u, starts = u_arr.tolist(), starts_arr.tolist()
     s_out, b_out, s2_out, t_out = [0] * n, [0] * n, [0] * n, [0] * n
     k, n_starts = 0, n_envs
     for env in range(n_envs):
@@ -516,52 +535,6 @@ def _stacked_walk_together(problem, policy, terminal, r_follower, r_leader, step
     return _stacked_walk_batch(s_loc, action[j_loc].astype(np.int64),
                                nxt[j_loc].astype(np.int64), t, terminal, r_follower, r_leader,
                                steps, n_envs, limit)
-
-
-def stacked_rollout(problem, policy: np.ndarray, r_follower: np.ndarray,
-                    r_leader: np.ndarray, steps: int, n_envs: int, act_uniforms: np.ndarray,
-                    transition_draws: tuple[np.ndarray, ...], initial_states: np.ndarray,
-                    fresh_states: np.ndarray, limit: int) -> Batch:
-    """:func:`_rollout` (the time-major sampler of wide batches) for N runs at once.
-
-    The draws are each run's own, made beforehand in :func:`_rollout`'s order (per step:
-    ``follower.act``'s uniforms, then ``problem.transition_draws``): ``act_uniforms`` is
-    ``(N, steps, n_envs)`` and every array of ``transition_draws`` too. ``initial_states``
-    ``(N, n_envs)`` are the first episodes' starts and ``fresh_states`` ``(N, n_envs)`` the
-    restarts (problems whose start draw consumes no random number: one start state). Needs
-    ``problem.transition_from_draws``. States are numbered ``run·S + s`` in the result, as in
-    :func:`stacked_tabular_walk`; each run's part is bit for bit the single sampler's.
-    """
-    n_runs, S = policy.shape[0], policy.shape[1]
-    cum = np.cumsum(policy, axis=-1)
-    cum[..., -1] = 1.0  # as TabularSoftFollower.act: u < 1 always picks an action
-    run = np.repeat(np.arange(n_runs), n_envs)
-    states = np.asarray(initial_states, dtype=np.int64).ravel()
-    fresh = np.asarray(fresh_states, dtype=np.int64).ravel()
-    t = np.zeros(states.size, dtype=np.int64)
-    cols = np.zeros((6, steps, states.size), dtype=np.int64)  # s, b, s', term, trunc, t
-    for i in range(steps):
-        u = act_uniforms[:, i].ravel()
-        actions = (u[:, None] >= cum[run, states]).sum(axis=1).astype(np.int64)
-        nxt, term = problem.transition_from_draws(
-            states, actions, tuple(d[:, i].ravel() for d in transition_draws))
-        trunc = ~term & (t + 1 >= limit)
-        for row, val in zip(cols, (states, actions, nxt, term, trunc, t)):
-            row[i] = val
-        done = term | trunc
-        states = np.where(done, fresh, nxt)
-        t = np.where(done, 0, t + 1)
-    # (steps, N·n_envs) -> run-major, then stream-major
-    s_arr, b_arr, s2_arr, term, trunc, t_arr = (c.T.ravel() for c in cols)
-    offset = np.repeat(np.arange(n_runs) * S, n_envs * steps)
-    s_arr, s2_arr = s_arr + offset, s2_arr + offset
-    term, trunc = term.astype(bool), trunc.astype(bool)
-    return Batch(obs=s_arr, actions=b_arr,
-                 r_follower=r_follower.reshape(n_runs * S, -1)[s_arr, b_arr],
-                 r_leader=r_leader.reshape(n_runs * S, -1)[s_arr, b_arr], next_obs=s2_arr,
-                 terminated=term, truncated=trunc,
-                 batch_end=_batch_end(term, trunc, n_runs * n_envs, steps), time=t_arr,
-                 env_id=np.tile(np.repeat(np.arange(n_envs), steps), n_runs))
 
 
 def _batch_end(term: np.ndarray, trunc: np.ndarray, n_envs: int, steps: int) -> np.ndarray:

@@ -21,7 +21,8 @@ METHODS = {
     "naive_pgd": [{"lr": 0.5}, {"lr": 0.01}],
     "hpgd_mc": [{"lr": 0.1}, {"lr": 0.5}],
     "hpgd_sa": [{"lr": 0.5, "sarsa_alpha": 0.9}, {"lr": 0.1, "sarsa_alpha": 0.1}],
-    # 20 oracle streams: the wide (time-major) sampler; on-policy batches: the walk
+    # 20 oracle streams: the walk stepped in numpy (wider than WALK_MAX_ENVS); on-policy
+    # batches: the scalar walk
     "hpgd_oracle": [{"lr": 0.05, "oracle_batch_size": 2000, "oracle_n_envs": 20},
                     {"lr": 0.5, "oracle_batch_size": 2000, "oracle_n_envs": 20}],
     "sobirl": [{"lr": 0.5}, {"lr": 0.05}],

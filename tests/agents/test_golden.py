@@ -14,6 +14,11 @@ float32 MLP critic turns round-off into differences of ``~1e-7`` within a few it
 ``2e-6``. One case is compared up to the iteration where such a last-bit difference changes a
 discrete outcome (:data:`SEPARATES_AT`): the trajectories agree to ``2e-12`` until then and
 are different samples of the same method after it.
+
+One sampler was changed on purpose later: tabular rollouts of more than ``WALK_MAX_ENVS``
+streams (HPGD's oracle batches) walk the chain with the draws of narrow ones, instead of
+drawing actions and slips separately. The HPGD (oracle) cases were re-recorded then
+(``record_golden.py fr_hpgd_oracle_first/seed0 ...``).
 """
 
 from __future__ import annotations

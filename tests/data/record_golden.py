@@ -5,12 +5,17 @@ then checks that the refactored code reproduces every trajectory. The cases are 
 ``golden_cases.json`` (method, env, β, leader kwargs, iterations) so both sides build the same
 runs::
 
-    python tests/data/record_golden.py      # writes tests/data/golden_histories.npz
+    python tests/data/record_golden.py         # writes tests/data/golden_histories.npz
+    python tests/data/record_golden.py ID ...  # re-records those cases only
+
+A case is re-recorded only when its method was changed on purpose (``test_golden.py`` lists
+those changes).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +66,15 @@ def main() -> None:
     api = {"best_response": BestResponse, "game_best_response": BestResponse,
            **{name: cls for name, cls in ba.LEADERS.items()}}
     cases = json.loads((HERE / "golden_cases.json").read_text())
-    out = {}
+    only = set(sys.argv[1:])
+    unknown = only - {case["id"] for case in cases}
+    if unknown:
+        raise SystemExit(f"unknown case ids: {', '.join(sorted(unknown))}")
+    out = dict(np.load(HERE / "golden_histories.npz")) if only else {}
     with threadpool_limits(1):
         for case in cases:
+            if only and case["id"] not in only:
+                continue
             traj = trajectory(build(case, api), case["iterations"])
             for k, v in traj.items():
                 out[f"{case['id']}/{k}"] = v

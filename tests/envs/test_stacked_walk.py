@@ -46,3 +46,25 @@ def test_stacked_walk_is_the_single_walk_run_by_run(steps, n_envs, limit, env_kw
             if field in ("obs", "next_obs"):
                 want = want + run * S
             assert np.array_equal(got, want), field
+
+
+@pytest.mark.parametrize("env_kwargs", [{}, {"slip_prob": 0.44, "simulator_slip_prob": 1 / 3}])
+def test_wide_rollouts_are_the_scalar_walk(env_kwargs, monkeypatch):
+    """Beyond WALK_MAX_ENVS streams the walk steps in numpy: the same draws and the same batch
+    as the scalar walk (the threshold is speed only)."""
+    import importlib
+
+    from bilevel_envs.wrappers.best_response import WALK_MAX_ENVS, BestResponse
+
+    best_response = importlib.import_module("bilevel_envs.wrappers.best_response")
+
+    br = BestResponse(gym.make("BiLevel/FourRooms-v0", **env_kwargs), beta=0.003)
+    br.set_config(np.random.default_rng(1).uniform(0, 1, br.config_space.shape))
+    n_envs = WALK_MAX_ENVS + 4
+    starts = np.random.default_rng(2).integers(0, br.problem.tabular_model().n_states, n_envs)
+    wide = br.rollout(n_envs * 30, n_envs=n_envs, seed=5, initial_states=starts)
+    monkeypatch.setattr(best_response, "_WALK_MAX_ENVS", n_envs)  # the scalar walk
+    scalar = br.rollout(n_envs * 30, n_envs=n_envs, seed=5, initial_states=starts)
+    assert int(scalar.terminated.sum()) > 0
+    for field in scalar._fields:
+        assert np.array_equal(getattr(wide, field), getattr(scalar, field)), field
