@@ -53,6 +53,29 @@ def test_discounted_sums_match_reference_and_are_adjoint(length):
         np.testing.assert_allclose(u @ rev, discounted_forward_sum(u, gamma, end) @ x, rtol=1e-9)
 
 
+@pytest.mark.parametrize("width", [(), (3,)])
+def test_many_episode_sums_equal_lfilter_bit_for_bit(width, monkeypatch):
+    """Batches of many episodes are summed one position at a time: the numbers of ``lfilter``."""
+    from bilevel_agents.estimators import returns
+
+    rng = np.random.default_rng(4)
+    n = 20_000
+    end = rng.random(n) < 0.03
+    end[99::100] = True  # streams of 100 steps, as an oracle batch
+    x = rng.normal(size=(n,) + width)
+    assert returns.episode_positions(end)[0][-1] + 1 >= returns._MANY_EPISODES
+    for gamma in (0.0, 0.5, 0.99, 1.0):
+        fast = discounted_reverse_sum(x, gamma, end), discounted_forward_sum(x, gamma, end)
+        with monkeypatch.context() as m:
+            m.setattr(returns, "_MANY_EPISODES", n + 1)  # lfilter
+            slow = discounted_reverse_sum(x, gamma, end), discounted_forward_sum(x, gamma, end)
+        for a, b in zip(fast, slow):
+            assert np.array_equal(a, b)
+        np.testing.assert_allclose(fast[0][..., 0] if width else fast[0],
+                                   _reference_reverse(x[..., 0] if width else x, gamma, end),
+                                   rtol=1e-9, atol=1e-9)
+
+
 def test_every_visit_spread_is_adjoint_of_mean():
     rng = np.random.default_rng(1)
     keys, x, w = rng.integers(0, 7, 60), rng.normal(size=60), rng.normal(size=60)
