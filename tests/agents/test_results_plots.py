@@ -250,3 +250,26 @@ def test_the_lqr_game_plot_has_no_offset_axis(tmp_path):
                for t in ax.get_yticklabels())
     plot_curves(path, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").exists()
+
+
+def test_metrics_are_parsed_once_per_version_of_the_file(tmp_path):
+    """The fast parser gives the row reader's numbers; a changed file is read again; empty
+    fields (NaN) and damaged values go through the row reader."""
+    import os
+
+    from bilevel_agents.experiments import results
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("iteration,objective\n0.0,-0.8036958069533288\n1.0,0.1\n")
+    first = results._read_metrics(path)
+    assert first["objective"].tolist() == [-0.8036958069533288, 0.1]
+    first["objective"][0] = 5.0  # callers get copies
+    assert results._read_metrics(path)["objective"][0] == -0.8036958069533288
+    path.write_text("iteration,objective\n0.0,-0.5\n1.0,\n2.0,0.25\n")
+    os.utime(path, ns=(1, 1))  # a new modification time, as any rewrite has
+    again = results._read_metrics(path)
+    assert np.array_equal(again["objective"], [-0.5, np.nan, 0.25], equal_nan=True)
+    path.write_text("iteration,objective\n0.0,-0.5\n1.0,oops\n")
+    os.utime(path, ns=(2, 2))
+    with pytest.raises(ValueError, match="row 3, column 'objective'"):
+        results._read_metrics(path)
