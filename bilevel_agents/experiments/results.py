@@ -210,13 +210,22 @@ def aggregate(scores: Any, *, confidence: float = 0.95, reps: int = 2000, seed: 
         from rliable import library as rly
         from rliable import metrics
 
-        with warnings.catch_warnings():  # arch deprecates the RandomState rliable passes it
-            warnings.filterwarnings("ignore", message=".*random_state is deprecated",
-                                    category=FutureWarning)
-            point, interval = rly.get_interval_estimates(
-                {"scores": x}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=int(reps),
-                confidence_interval_size=float(confidence),
-                random_state=np.random.RandomState(seed))
+        # rliable's StratifiedBootstrap draws its resamples from numpy's global generator
+        # (np.random.choice in update_indices), not from the random_state it is given: seed the
+        # global generator for the call and restore it, so that an interval is reproducible
+        # and the caller's global state is untouched
+        global_state = np.random.get_state()
+        try:
+            np.random.seed(seed)
+            with warnings.catch_warnings():  # arch deprecates the RandomState rliable passes
+                warnings.filterwarnings("ignore", message=".*random_state is deprecated",
+                                        category=FutureWarning)
+                point, interval = rly.get_interval_estimates(
+                    {"scores": x}, lambda s: np.array([metrics.aggregate_iqm(s)]),
+                    reps=int(reps), confidence_interval_size=float(confidence),
+                    random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(global_state)
         iqm, low, high = point["scores"][0], interval["scores"][0, 0], interval["scores"][1, 0]
     else:
         # rliable is an optional extra (it pulls in pandas, seaborn, arch and statsmodels, and

@@ -84,6 +84,21 @@ def test_aggregate_agrees_with_rliable():
     assert abs(ours["high"] - theirs["high"]) < 0.1 * width
 
 
+def test_rliable_intervals_are_seeded_and_leave_the_global_generator_alone():
+    """rliable resamples with numpy's global generator: the interval must still be a function
+    of the scores and the seed, and the caller's global state must survive the call."""
+    pytest.importorskip("rliable")
+    scores = np.random.default_rng(5).normal(0.0, 0.05, size=10)
+    np.random.seed(123)
+    state = np.random.get_state()
+    first = aggregate(scores, backend="rliable", reps=500)
+    after = np.random.get_state()
+    assert after[0] == state[0] and np.array_equal(after[1], state[1]) and after[2:] == state[2:]
+    np.random.random(7)  # another global state: the same interval
+    assert aggregate(scores, backend="rliable", reps=500) == first
+    assert aggregate(scores, backend="rliable", reps=500, seed=1) != first
+
+
 # ---------------------------------------------------------------------- reference values
 def test_reference_values_of_the_documented_problems():
     assert reference_values(_fr_config(0.1)) == dict(zip(("start", "best"),
