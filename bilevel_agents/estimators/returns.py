@@ -63,12 +63,11 @@ def _discounted_sum(x: np.ndarray, gamma: float, episode_end: np.ndarray | None,
         rows = np.zeros((n_episodes, length) + x.shape[1:])
         rows[episode, pos] = x
         return _filter_rows(rows, gamma, reverse)[episode, pos]
-    columns = np.zeros((length * n_episodes,) + x.shape[1:])  # position-major
+    flat = np.zeros((length * n_episodes,) + x.shape[1:])  # position-major
     at = pos * n_episodes + episode
-    columns[at] = x
-    columns = columns.reshape((length, n_episodes) + x.shape[1:])
-    _filter_columns(columns, gamma, reverse)
-    return columns.reshape((length * n_episodes,) + x.shape[1:]).take(at, axis=0)
+    flat[at] = x
+    _filter_columns(flat.reshape((length, n_episodes) + x.shape[1:]), gamma, reverse)  # a view
+    return flat.take(at, axis=0)
 
 
 #: from this many episodes a flat batch is summed one position at a time (module docstring)

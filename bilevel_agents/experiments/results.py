@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-from collections import OrderedDict
 import json
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 

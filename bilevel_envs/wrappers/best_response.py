@@ -341,12 +341,11 @@ def _tabular_walk(problem, policy, steps, n_envs, rng, initial_states, limit) ->
     (tested).
     """
     u_arr, starts_arr = walk_draws(problem, rng, steps, n_envs, initial_states)
+    model = problem.tabular_model()
     if n_envs > _WALK_MAX_ENVS:
-        model = problem.tabular_model()
         return stacked_tabular_walk(problem, policy[None], model.r_follower[None],
                                     model.r_leader[None], steps, n_envs, u_arr[None],
                                     starts_arr[None], limit)
-    model = problem.tabular_model()
     tab = walk_tables(problem, policy)
     cum_l, base_l, mass_l = tab["cum"].tolist(), tab["base"].tolist(), tab["mass"].tolist()
     lo_l, hi_l = tab["lo"].tolist(), tab["hi"].tolist()
