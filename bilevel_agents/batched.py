@@ -212,9 +212,7 @@ class _Run:
             if self.summary is not None:  # finished: read back, not redone
                 self.history = self.folder.read_log() if keep_history else []
                 return
-            state = self.folder.load_checkpoint()
-            if state is not None:
-                leader.load_state_dict(state)
+            self.folder.restore(leader)
             self.history = self.folder.open_log(leader.iteration)
         #: the objectives so far (the summary's score); rows are kept only if asked
         self.objectives = [r.get("objective", math.nan) for r in self.history]

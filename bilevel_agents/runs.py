@@ -140,6 +140,17 @@ class RunFolder:
         path = self.path / CHECKPOINT
         return load_checkpoint(path) if path.exists() else None
 
+    def restore(self, leader: Any) -> None:
+        """Load the stored checkpoint, if any, into ``leader``; a checkpoint the leader refuses
+        (e.g. one saved under another sampler revision) is a :class:`RunMismatch`."""
+        state = self.load_checkpoint()
+        if state is None:
+            return
+        try:
+            leader.load_state_dict(state)
+        except ValueError as err:
+            raise RunMismatch(f"run folder {self.path} cannot be resumed: {err}") from None
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Flush the log to disk, then write the checkpoint atomically (in that order, so the
         log always holds at least the checkpoint's iterations)."""

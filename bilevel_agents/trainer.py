@@ -126,9 +126,7 @@ def train(leader: Any, iterations: int, *, run_dir: str | os.PathLike | None = N
             summary = run.summary()
             if summary is not None:  # finished: read back, not redone
                 return run.read_log()
-            state = run.load_checkpoint()
-            if state is not None:
-                leader.load_state_dict(state)
+            run.restore(leader)
             history = run.open_log(leader.iteration)
             tb = None
             if tensorboard:

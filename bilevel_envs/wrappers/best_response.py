@@ -27,7 +27,7 @@ from bilevel_envs.core import Batch, ConfigurableEnv, TabularConfigurableEnv
 from bilevel_envs.followers.base import check_follower_beta, published, require_published
 from bilevel_envs.utils import check_beta
 
-__all__ = ["WALK_MAX_ENVS", "BestResponse", "stacked_tabular_walk", "walk_batch", "walk_draws",
+__all__ = ["SAMPLER_REVISION", "WALK_MAX_ENVS", "BestResponse", "stacked_tabular_walk", "walk_batch", "walk_draws",
            "walk_tables"]
 
 
@@ -109,11 +109,22 @@ class BestResponse(gym.Wrapper, gym.utils.RecordConstructorArgs):
         that affects later solves and samples. Plain arrays, numbers and dicts."""
         follower = self.follower.state_dict() if hasattr(self.follower, "state_dict") else None
         return {"config": self.config, "follower": follower,
-                "rng": self._rng.bit_generator.state}
+                "rng": self._rng.bit_generator.state, "sampler": SAMPLER_REVISION}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`. A follower that snapshots its state is restored as it
-        was, with no solve; any other follower is re-solved at the stored θ."""
+        was, with no solve; any other follower is re-solved at the stored θ.
+
+        Raises:
+            ValueError: the state was saved under another :data:`SAMPLER_REVISION` (a state
+                without a revision is taken as the current one).
+        """
+        revision = state.get("sampler", SAMPLER_REVISION)
+        if revision != SAMPLER_REVISION:
+            raise ValueError(f"the state was saved with sampler revision {revision!r} and this "
+                             f"version samples with revision {SAMPLER_REVISION}, so a resumed "
+                             "run would not continue its draws; finish it with the version "
+                             "that started it, or start it in another folder")
         self.problem.set_config(state["config"])
         if state.get("follower") is not None and hasattr(self.follower, "load_state_dict"):
             self.follower.load_state_dict(state["follower"])
@@ -276,6 +287,12 @@ def _check_initial_states(problem, initial_states, n_envs) -> np.ndarray:
 #: wider batches step all streams together in numpy. The draws and the numbers are the same
 #: either way: the choice is speed only.
 WALK_MAX_ENVS = _WALK_MAX_ENVS = 16
+
+#: the revision of the rule that turns a generator's draws into samples. A checkpoint records
+#: it and a resume under another revision is refused: the generator state alone would continue
+#: with other samples. Revision 1 drew the actions and slips of batches wider than
+#: :data:`WALK_MAX_ENVS` streams step by step; revision 2 draws every walk by :func:`walk_draws`.
+SAMPLER_REVISION = 2
 
 
 def walk_tables(problem, policy: np.ndarray) -> dict[str, np.ndarray]:

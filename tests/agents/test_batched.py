@@ -198,3 +198,37 @@ def test_unsupported_settings_are_named():
     assert "Benefit" in unsupported_reason(leader)
     with pytest.raises(ValueError, match="cannot run"):
         train_batched([BatchedRun(lambda: leader, 1)], progress=False)
+
+
+def test_a_checkpoint_of_another_sampler_revision_is_not_resumed(tmp_path):
+    """The generator state continues a run's draws only under the rule that made them: a
+    checkpoint saved under another sampler revision is refused by both paths; one saved
+    without a revision (earlier releases) resumes."""
+    from bilevel_agents.checkpoint import load_checkpoint, save_checkpoint
+    from bilevel_agents.runs import RunMismatch
+    from bilevel_envs.wrappers.best_response import SAMPLER_REVISION
+
+    spec = _spec("hpgd_oracle", METHODS["hpgd_oracle"][0], 0, {}, 8, out=tmp_path)
+
+    def single(**kwargs):  # the single runner on the sweep's folder
+        with threadpool_limits(limits=1):
+            leader = build_leader(spec)
+            train(leader, spec.iterations, run_dir=spec.run_dir, spec=spec.identity(),
+                  checkpoint_every=4, progress=False, **kwargs)
+        return leader
+
+    single(callback=lambda it, row: it < 4)
+    path = spec.run_dir / "checkpoint.npz"
+    state = load_checkpoint(path)
+    assert state["best_response"]["sampler"] == SAMPLER_REVISION
+    state["best_response"]["sampler"] = SAMPLER_REVISION - 1
+    save_checkpoint(path, state)
+    for resume in (single,
+                   lambda: run_sweep([spec], progress=False)):
+        with pytest.raises(RunMismatch, match=f"sampler revision {SAMPLER_REVISION - 1}"):
+            resume()
+    del state["best_response"]["sampler"]
+    save_checkpoint(path, state)
+    leader = single()
+    ref, _ = _single(spec)
+    np.testing.assert_array_equal(leader.theta, ref.theta)
